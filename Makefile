@@ -1,0 +1,34 @@
+# Two commands on a fresh machine (Python 3.11+ and make are all it needs):
+#   make run    the whole pipeline on the embedded defaults (broker, database, services)
+#   make test   lint + the full test suite against a real broker and a real database
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+
+.PHONY: install run test lint lock bench clean
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/shotline run
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+# Re-pin after changing dependencies in pyproject.toml.
+lock:
+	$(PYTHON) -m venv /tmp/shotline-lock && /tmp/shotline-lock/bin/pip install --quiet '.[dev]' \
+	  && /tmp/shotline-lock/bin/pip freeze --exclude shotline > requirements.lock && rm -rf /tmp/shotline-lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

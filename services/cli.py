@@ -1,0 +1,198 @@
+"""``shotline``: one command-line entry point for every service and for operations.
+
+Every failure an operator can cause (bad input, missing file, unreachable database) ends in a
+one-line message on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from services.ingest.registry import (
+    RegistryError,
+    add_sensor,
+    list_sensors,
+    revoke_sensor,
+    rotate_token,
+)
+from services.ingest.settings import IngestSettings
+from shared.db import MigrationError, migrate_url
+from shared.embedded import EmbeddedStartError
+from shared.runtime import infrastructure
+from shared.schemas import Position, is_identifier
+from shared.settings import CommonSettings
+
+app = typer.Typer(
+    name="shotline",
+    help="Shotline: open acoustic gunfire detection and alert dispatch.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+sensors_app = typer.Typer(help="The sensor registry.", no_args_is_help=True)
+app.add_typer(sensors_app, name="sensors")
+
+err = Console(stderr=True)
+out = Console()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def operator_errors(fn: F) -> F:
+    """Turn the errors an operator can cause into a message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+            )
+            raise fail(f"invalid settings or input: {problems}") from None
+        except (RegistryError, MigrationError, EmbeddedStartError, FileNotFoundError) as exc:
+            raise fail(str(exc)) from None
+        except (OSError, ConnectionError) as exc:
+            raise fail(f"cannot reach a server: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _with_database(settings: CommonSettings, action: Callable[[str], Any]) -> Any:
+    with infrastructure(settings, need_kafka=False) as infra:
+        return asyncio.run(action(infra.database_url))
+
+
+async def _connect_migrated(dsn: str) -> Any:
+    import asyncpg
+
+    await migrate_url(dsn)
+    return await asyncpg.connect(dsn)
+
+
+@app.command()
+@operator_errors
+def migrate() -> None:
+    """Apply pending database migrations (idempotent)."""
+
+    async def _go(dsn: str) -> list[str]:
+        return await migrate_url(dsn)
+
+    applied = _with_database(CommonSettings(), _go)
+    out.print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+@app.command()
+@operator_errors
+def ingest() -> None:
+    """Run the ingest HTTP service (SHOTLINE_INGEST_* settings)."""
+    from services.ingest.main import run
+
+    run(IngestSettings())
+
+
+@sensors_app.command("add")
+@operator_errors
+def sensors_add(
+    sensor_id: Annotated[str, typer.Argument(help="Unique id, e.g. s-0042")],
+    zone: Annotated[str, typer.Option(help="Coverage zone (the partition key)")],
+    lat: Annotated[float, typer.Option(help="Surveyed latitude, WGS84")],
+    lon: Annotated[float, typer.Option(help="Surveyed longitude, WGS84")],
+    alt: Annotated[float, typer.Option("--alt-m", help="Height, metres")] = 0.0,
+) -> None:
+    """Register a sensor and print its token (shown only this once)."""
+    for name, value in (("sensor id", sensor_id), ("zone", zone)):
+        if not is_identifier(value):
+            raise fail(f"{name} {value!r} must be 1-128 letters, digits, '.', '_', ':' or '-'")
+    position = Position(lat=lat, lon=lon, alt_m=alt)
+
+    async def _go(dsn: str) -> str:
+        conn = await _connect_migrated(dsn)
+        try:
+            _, token = await add_sensor(conn, sensor_id, zone, position)
+            return token
+        finally:
+            await conn.close()
+
+    token = _with_database(CommonSettings(), _go)
+    err.print(f"sensor {sensor_id} registered in zone {zone}; its token (shown once):")
+    print(token)
+
+
+@sensors_app.command("list")
+@operator_errors
+def sensors_list() -> None:
+    """List registered sensors with their status and last-seen time."""
+
+    async def _go(dsn: str) -> list[Any]:
+        conn = await _connect_migrated(dsn)
+        try:
+            return await list_sensors(conn)
+        finally:
+            await conn.close()
+
+    table = Table("sensor", "zone", "lat", "lon", "alt_m", "status", "last seen")
+    for s in _with_database(CommonSettings(), _go):
+        table.add_row(
+            s.sensor_id,
+            s.zone,
+            f"{s.position.lat:.6f}",
+            f"{s.position.lon:.6f}",
+            f"{s.position.alt_m:.1f}",
+            s.status,
+            s.last_seen_at.isoformat() if s.last_seen_at else "never",
+        )
+    out.print(table)
+
+
+@sensors_app.command("revoke")
+@operator_errors
+def sensors_revoke(sensor_id: str) -> None:
+    """Revoke a sensor: its next request is refused (403)."""
+
+    async def _go(dsn: str) -> None:
+        conn = await _connect_migrated(dsn)
+        try:
+            await revoke_sensor(conn, sensor_id)
+        finally:
+            await conn.close()
+
+    _with_database(CommonSettings(), _go)
+    out.print(f"sensor {sensor_id} revoked")
+
+
+@sensors_app.command("rotate-token")
+@operator_errors
+def sensors_rotate(sensor_id: str) -> None:
+    """Issue a new token (printed once); the old one stops working at once."""
+
+    async def _go(dsn: str) -> str:
+        conn = await _connect_migrated(dsn)
+        try:
+            return await rotate_token(conn, sensor_id)
+        finally:
+            await conn.close()
+
+    token = _with_database(CommonSettings(), _go)
+    err.print(f"new token for {sensor_id} (shown once; the old one no longer works):")
+    print(token)
+
+
+def main() -> None:  # pragma: no cover - console script
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,137 @@
+"""Pure decisions about a posted batch: per-item validation, time window, duplicates.
+
+Nothing here touches HTTP, Kafka or the database; ``now`` is always an argument.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import ValidationError
+
+from shared.schemas import DetectionIn
+
+Status = Literal["accepted", "duplicate", "rejected"]
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one field: ``field`` is a path like ``detections[3].arrival_time``."""
+
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    index: int
+    detection_id: str | None
+    status: Status
+    errors: tuple[FieldError, ...] = ()
+
+
+def _path(index: int, loc: tuple[int | str, ...]) -> str:
+    out = f"detections[{index}]"
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def parse_item(raw: object, index: int) -> DetectionIn | tuple[FieldError, ...]:
+    """Validate one item of the batch; errors name each bad field."""
+    if not isinstance(raw, dict):
+        return (FieldError(f"detections[{index}]", "must be an object"),)
+    try:
+        return DetectionIn.model_validate(raw)
+    except ValidationError as exc:
+        return tuple(
+            FieldError(_path(index, tuple(err["loc"])), err["msg"]) for err in exc.errors()
+        )
+
+
+def check_time_window(
+    detection: DetectionIn,
+    index: int,
+    *,
+    now: datetime,
+    clock_tolerance: timedelta,
+    max_age: timedelta,
+) -> FieldError | None:
+    """Reject arrival times in the future beyond the tolerance, or older than ``max_age``.
+
+    A future time means the sensor's clock is wrong (a GPS fault); an old one cannot be
+    associated with its shot any more (the locator's window has long closed).
+    """
+    arrival = detection.arrival_time
+    if arrival > now + clock_tolerance:
+        ahead = (arrival - now).total_seconds()
+        return FieldError(
+            f"detections[{index}].arrival_time",
+            f"is {ahead:.3f} s in the future (tolerance {clock_tolerance.total_seconds():g} s): "
+            "check the sensor's GPS clock",
+        )
+    if arrival < now - max_age:
+        age = (now - arrival).total_seconds()
+        return FieldError(
+            f"detections[{index}].arrival_time",
+            f"is {age:.0f} s old (limit {max_age.total_seconds():g} s): too late to locate",
+        )
+    return None
+
+
+@dataclass
+class RecentDetections:
+    """Which (sensor_id, detection_id) were accepted recently, to answer ``duplicate``.
+
+    Bounded two ways: entries older than ``horizon`` (the oldest arrival time ingest still
+    accepts, plus a margin) can never be posted again successfully and are dropped; and at most
+    ``capacity`` entries are kept (oldest first out). Forgetting is safe: a resent detection is
+    then accepted again, and the locator drops it by the same key (at-least-once end to end).
+    """
+
+    horizon: timedelta
+    capacity: int
+    _entries: OrderedDict[tuple[str, str], datetime] = field(default_factory=OrderedDict)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def remember(self, key: tuple[str, str], now: datetime) -> None:
+        self._entries[key] = now
+        self._entries.move_to_end(key)
+        self.expire(now)
+
+    def expire(self, now: datetime) -> None:
+        cutoff = now - self.horizon
+        entries = self._entries
+        while entries:
+            oldest_key = next(iter(entries))
+            if len(entries) > self.capacity or entries[oldest_key] < cutoff:
+                del entries[oldest_key]
+            else:
+                break
+
+
+@dataclass
+class TokenBucket:
+    """Per-sensor request rate limit (pure: ``now`` is monotonic seconds)."""
+
+    rate_per_s: float
+    burst: int
+    _state: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def take(self, sensor_id: str, now: float) -> float | None:
+        """Spend one token. Returns None if allowed, else the seconds to wait (Retry-After)."""
+        tokens, last = self._state.get(sensor_id, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
+        if tokens >= 1.0:
+            self._state[sensor_id] = (tokens - 1.0, now)
+            return None
+        self._state[sensor_id] = (tokens, now)
+        return (1.0 - tokens) / self.rate_per_s

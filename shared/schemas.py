@@ -1,0 +1,219 @@
+"""Every message that crosses a process boundary, defined once.
+
+This module owns the wire format of Shotline:
+
+* the HTTP body a sensor posts to ingest (:class:`DetectionBatch` of :class:`DetectionIn`);
+* the record ingest writes to the ``detections`` topic (:class:`DetectionRecord`);
+* the record the locator writes to the ``incidents`` topic (:class:`IncidentRecord`).
+
+Every topic record carries ``schema_version``. A consumer that meets a version it does not
+know treats the message as poison (dead letter), never guesses. Times on the wire are
+RFC 3339 in UTC with exactly six fractional digits, so a microsecond posted by a sensor
+arrives on the topic unchanged (see :func:`format_time`).
+
+``python -m shared.schemas`` writes the JSON Schema of each topic record to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+
+DETECTION_SCHEMA_VERSION = 1
+INCIDENT_SCHEMA_VERSION = 1
+
+#: Identifiers that travel in URLs, Kafka keys and log lines: no spaces, no slashes.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 UTC with exactly six fractional digits and a ``Z``: lossless for microseconds."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _require_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must carry a UTC offset (RFC 3339), e.g. 2026-11-25T01:02:03.123456Z")
+    return value.astimezone(UTC)
+
+
+#: A timezone-aware instant, normalised to UTC, serialised with microseconds kept exactly.
+UtcTime = Annotated[
+    datetime,
+    AfterValidator(_require_utc),
+    PlainSerializer(format_time, return_type=str, when_used="json"),
+]
+
+Identifier = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=128)]
+
+
+class WireModel(BaseModel):
+    """Base of every wire model: unknown fields are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Position(WireModel):
+    """A WGS84 position."""
+
+    lat: float = Field(ge=-90, le=90, description="Latitude, degrees north")
+    lon: float = Field(ge=-180, le=180, description="Longitude, degrees east")
+    alt_m: float = Field(
+        default=0.0, ge=-500, le=9000, description="Height above the WGS84 ellipsoid, metres"
+    )
+
+
+class AcousticFeatures(WireModel):
+    """Optional acoustic features of one impulse, as measured at the sensor."""
+
+    peak_db: float | None = Field(default=None, ge=0, le=250, description="Peak level, dB SPL")
+    snr_db: float | None = Field(default=None, ge=-50, le=200, description="Signal to noise, dB")
+    rise_time_ms: float | None = Field(default=None, ge=0, le=1000, description="Onset rise, ms")
+    duration_ms: float | None = Field(default=None, ge=0, le=10000, description="Duration, ms")
+    spectral_centroid_hz: float | None = Field(
+        default=None, ge=0, le=100000, description="Spectral centroid, Hz"
+    )
+
+
+class DetectionIn(AcousticFeatures):
+    """One impulse heard by one sensor, as the sensor posts it."""
+
+    detection_id: Identifier = Field(description="Unique per sensor; the idempotency key")
+    sensor_id: Identifier = Field(description="Must be the authenticated sensor's own id")
+    arrival_time: UtcTime = Field(
+        description="Onset time, RFC 3339 UTC; microseconds are kept exactly"
+    )
+    position: Position | None = Field(
+        default=None, description="The sensor's own GPS fix, if it reports one"
+    )
+    temperature_c: float | None = Field(
+        default=None, ge=-60, le=70, description="Air temperature at the sensor, °C"
+    )
+
+    def features(self) -> AcousticFeatures:
+        return AcousticFeatures(
+            peak_db=self.peak_db,
+            snr_db=self.snr_db,
+            rise_time_ms=self.rise_time_ms,
+            duration_ms=self.duration_ms,
+            spectral_centroid_hz=self.spectral_centroid_hz,
+        )
+
+
+class DetectionBatch(WireModel):
+    """The body of ``POST /v1/detections``."""
+
+    detections: list[dict] = Field(
+        min_length=1,
+        max_length=1000,
+        description="1 to 1,000 detections; each is validated on its own (per-item results)",
+    )
+
+
+class DetectionRecord(WireModel):
+    """What ingest writes to the ``detections`` topic, keyed by ``zone``.
+
+    ``position`` is where the sensor was when it heard the pulse: its own fix if it
+    reported one, else its surveyed position from the registry.
+    """
+
+    schema_version: Literal[1] = DETECTION_SCHEMA_VERSION
+    detection_id: Identifier
+    sensor_id: Identifier
+    zone: Identifier
+    arrival_time: UtcTime
+    position: Position
+    features: AcousticFeatures = AcousticFeatures()
+    temperature_c: float | None = None
+    received_at: UtcTime = Field(description="When ingest accepted it (for the latency SLO)")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Identity across retries and replays: (sensor_id, detection_id)."""
+        return (self.sensor_id, self.detection_id)
+
+
+IncidentClass = Literal["gunfire", "probable_gunfire", "fireworks", "other"]
+IncidentEvent = Literal["created", "updated", "cancelled"]
+
+
+class IncidentLocation(Position):
+    """Where the shots came from, with an honest 95 % horizontal error radius."""
+
+    radius95_m: float = Field(ge=0, description="95 % horizontal error radius, metres")
+    semi_major_m: float | None = Field(default=None, ge=0, description="95 % ellipse, metres")
+    semi_minor_m: float | None = Field(default=None, ge=0, description="95 % ellipse, metres")
+    orientation_deg: float | None = Field(
+        default=None, description="Ellipse major axis, degrees clockwise from north"
+    )
+
+
+class Round(WireModel):
+    """One located round of an incident."""
+
+    shot_time: UtcTime
+    lat: float
+    lon: float
+    radius95_m: float
+    detection_keys: list[str] = Field(description="'sensor_id/detection_id' of each pulse used")
+
+
+class IncidentRecord(WireModel):
+    """What the locator writes to the ``incidents`` topic, keyed by ``incident_id``.
+
+    ``incident_id`` is deterministic (zone + the first round's detections) and ``version``
+    counts updates from 1, so re-processing after a crash yields the same (id, version) and a
+    consumer drops the duplicate.
+    """
+
+    schema_version: Literal[1] = INCIDENT_SCHEMA_VERSION
+    incident_id: Identifier
+    version: int = Field(ge=1)
+    event: IncidentEvent
+    zone: Identifier
+    classification: IncidentClass
+    gunfire_probability: float = Field(ge=0, le=1)
+    rounds: int = Field(ge=1)
+    shot_time: UtcTime = Field(description="Emission time of the first round")
+    last_shot_time: UtcTime = Field(description="Emission time of the latest round")
+    location: IncidentLocation
+    sensor_count: int = Field(ge=0, description="Distinct sensors that contributed")
+    sensors_used: list[str] = Field(default_factory=list)
+    sensors_rejected: list[str] = Field(default_factory=list)
+    residual_rms_s: float | None = Field(default=None, ge=0)
+    round_details: list[Round] = Field(default_factory=list)
+    first_detection_received_at: UtcTime = Field(
+        description="When the earliest contributing detection reached ingest"
+    )
+    published_at: UtcTime = Field(description="When the locator produced this version")
+
+
+def is_identifier(value: str) -> bool:
+    return bool(_ID_RE.match(value))
+
+
+def detection_key(sensor_id: str, detection_id: str) -> str:
+    return f"{sensor_id}/{detection_id}"
+
+
+def topic_json_schemas() -> dict[str, dict]:
+    """JSON Schema of each topic record, for outsiders (AsyncAPI-style documentation)."""
+    return {
+        "detections": DetectionRecord.model_json_schema(mode="serialization"),
+        "incidents": IncidentRecord.model_json_schema(mode="serialization"),
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(json.dumps(topic_json_schemas(), indent=2))
