@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -37,9 +37,15 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 _ID_RE = re.compile(ID_PATTERN)
 
 
+_ZERO = timedelta(0)
+
+
 def format_time(value: datetime) -> str:
     """RFC 3339 UTC with exactly six fractional digits and a ``Z``: lossless for microseconds."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.utcoffset() != _ZERO:
+        value = value.astimezone(UTC)
+    # isoformat is several times faster than strftime on the hot ingest path
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _require_utc(value: datetime) -> datetime:

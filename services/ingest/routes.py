@@ -183,7 +183,8 @@ async def post_detections(request: Request) -> Response:
             results[index] = ItemResult(index, detection.detection_id, "duplicate")
             continue
         in_batch.add(key)
-        record = DetectionRecord(
+        # Every part was validated above: construct without validating a second time.
+        record = DetectionRecord.model_construct(
             detection_id=detection.detection_id,
             sensor_id=detection.sensor_id,
             zone=sensor.zone,

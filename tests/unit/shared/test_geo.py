@@ -1,0 +1,35 @@
+"""The local tangent plane: exact round trips and true distances near the origin."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.geo import LocalFrame, haversine_m, speed_of_sound
+
+FRAME = LocalFrame(40.4406, -79.9959, 0.0)
+
+
+@given(
+    st.floats(-0.2, 0.2), st.floats(-0.2, 0.2), st.floats(-50, 500)
+)  # within ~20 km of the origin
+def test_round_trip_is_sub_millimetre(dlat: float, dlon: float, alt: float) -> None:
+    lat, lon = 40.4406 + dlat, -79.9959 + dlon
+    enu = FRAME.to_enu(lat, lon, alt)
+    back = FRAME.to_geodetic(enu)
+    assert abs(back[0] - lat) < 1e-8 and abs(back[1] - lon) < 1e-8 and abs(back[2] - alt) < 1e-3
+
+
+def test_east_north_up_axes_and_scale() -> None:
+    east = FRAME.to_enu(40.4406, -79.9959 + 0.01)
+    north = FRAME.to_enu(40.4406 + 0.01, -79.9959)
+    assert east[0] > 840 and abs(east[1]) < 1  # 0.01° of longitude at 40° N ≈ 848 m east
+    assert north[1] > 1100 and abs(north[0]) < 1e-6  # 0.01° of latitude ≈ 1110 m north
+    d = float(np.hypot(*north[:2]))
+    assert abs(d - haversine_m(40.4406, -79.9959, 40.4506, -79.9959)) < 3  # sphere vs ellipsoid
+
+
+def test_speed_of_sound_formula() -> None:
+    assert speed_of_sound(0.0) == 331.3
+    assert abs(speed_of_sound(20.0) - 343.2) < 0.1
