@@ -17,7 +17,6 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.ingest.registry import touch_last_seen
 from services.ingest.routes import router
@@ -27,6 +26,7 @@ from services.ingest.validation import RecentDetections, TokenBucket
 from shared.clock import Clock, utc_now
 from shared.db import create_pool
 from shared.kafka import build_producer, ensure_topics, wait_for_broker
+from shared.metrics import metrics_response
 
 log = logging.getLogger("shotline.ingest")
 
@@ -104,7 +104,8 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        body, content_type = metrics_response()
+        return Response(body, media_type=content_type)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: object, exc: RequestValidationError) -> JSONResponse:

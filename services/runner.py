@@ -1,0 +1,146 @@
+"""``shotline run``: the whole pipeline in one process, supervised.
+
+Starts (or uses) the broker and the database, applies migrations, creates the topics, then
+starts ingest, locator and dispatch. Each service runs under a :class:`Supervisor` that
+restarts it with capped exponential backoff if it fails, so one crashed component does not
+take the pipeline down; a component that keeps failing (``max_restarts`` within
+``restart_window_s``) stops the whole run with an error instead of flapping forever.
+
+The restart decision is the pure function :func:`restart_delay`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+log = logging.getLogger("shotline.run")
+
+
+class Supervised(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self, timeout_s: float = 10.0) -> None: ...
+
+
+class PipelineFailed(RuntimeError):
+    """A component failed more often than the restart budget allows."""
+
+
+def restart_delay(
+    failures: list[float],
+    now: float,
+    *,
+    base_s: float,
+    cap_s: float,
+    max_restarts: int,
+    window_s: float,
+) -> float | None:
+    """Seconds to wait before restarting after the failure at ``now``; None = give up.
+
+    ``failures`` are earlier failure times (monotonic seconds). Only those within
+    ``window_s`` count: a component that ran fine for a while starts again from ``base_s``.
+    """
+    recent = [t for t in failures if now - t < window_s]
+    if len(recent) >= max_restarts:
+        return None
+    return min(cap_s, base_s * (2 ** len(recent)))
+
+
+@dataclass
+class Component:
+    """A named service, how to build it, and how to notice it died (``watch``)."""
+
+    name: str
+    build: Callable[[], Supervised]
+    watch: Callable[[Supervised], Awaitable[None]] | None = None
+
+
+@dataclass
+class Supervisor:
+    components: list[Component]
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    max_restarts: int = 5
+    window_s: float = 300.0
+    running: dict[str, Supervised] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _failed: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        """Start every component in order (raises if one cannot start at all)."""
+        self._failed = asyncio.get_running_loop().create_future()
+        for component in self.components:
+            service = component.build()
+            await service.start()
+            self.running[component.name] = service
+            log.info("component started", extra={"component": component.name})
+            if component.watch is not None:
+                self._tasks.append(
+                    asyncio.create_task(self._supervise(component, service), name=component.name)
+                )
+
+    async def _supervise(self, component: Component, service: Supervised) -> None:
+        failures: list[float] = []
+        assert component.watch is not None
+        while True:
+            try:
+                await component.watch(service)
+                error: BaseException | None = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = exc
+            log.error(
+                "component stopped unexpectedly",
+                extra={"component": component.name, "error": repr(error)},
+            )
+            now = time.monotonic()
+            delay = restart_delay(
+                failures,
+                now,
+                base_s=self.base_s,
+                cap_s=self.cap_s,
+                max_restarts=self.max_restarts,
+                window_s=self.window_s,
+            )
+            failures.append(now)
+            self.running.pop(component.name, None)
+            try:
+                await service.stop(5.0)
+            except Exception:
+                log.exception(
+                    "stopping the failed component failed", extra={"component": component.name}
+                )
+            if delay is None:
+                if self._failed is not None and not self._failed.done():
+                    self._failed.set_exception(
+                        PipelineFailed(f"{component.name} failed {len(failures)} times")
+                    )
+                return
+            await asyncio.sleep(delay)
+            service = component.build()
+            await service.start()
+            self.running[component.name] = service
+            log.warning("component restarted", extra={"component": component.name})
+
+    async def failed(self) -> None:
+        """Completes (raising PipelineFailed) when a component exhausted its restarts."""
+        assert self._failed is not None
+        await self._failed
+
+    async def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop supervision, then the components in reverse order."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for component in reversed(self.components):
+            service = self.running.pop(component.name, None)
+            if service is not None:
+                await service.stop(timeout_s)
