@@ -1,0 +1,287 @@
+"""Which pulses, heard by different sensors, came from one source (pure).
+
+The engine keeps undecided pulses sorted by arrival time and decides them earliest first. The
+earliest undecided pulse is the *seed*. Every other pulse of the seed's source arrives after it
+and no later than the seed plus the travel time between the two sensors: for sensors i, j and
+a source at p, ``|t_j - t_i| = | |p - s_j| - |p - s_i| | / c <= |s_j - s_i| / c``. So once the
+clock passes ``t_seed + max_j |s_j - s_seed| / c`` (+ margin) every pulse the seed's source
+can have produced is known, and :func:`associate` decides the seed:
+
+1. **Gate** (physics): candidates are pulses at *other* sensors with
+   ``0 <= t - t_seed <= min(|s - s_seed|, max_range) / c + tolerance``. A second pulse at the
+   seed's own sensor (an echo) is never a candidate.
+2. **Consensus through the seed**: each pair of candidates at two more sensors, with the seed,
+   gives up to two exact sources (``solver.triple_hypotheses``); every hypothesis is scored
+   by the truncated squared residual of the *best* pulse of each sensor (MSAC). Echoes,
+   diffracted (late) arrivals, other rounds and unrelated noise simply fail to fit.
+3. **Refine**: robust least squares on one pulse per consistent sensor, re-select, refine.
+4. **Guard against a bad seed**: a seed from a sensor with a wrong clock can be forced into a
+   coincidental fit with a few pulses of a real shot. Re-solving from the fit's other pulses
+   *without* the seed must not find a better-supported source that excludes the seed;
+   if it does, the seed is rejected (the real shot is found when its own first pulse is seed).
+
+If the seed is not part of a source seen by at least ``min_sensors`` sensors it is noise (door
+slam, echo, a sensor that alone heard something) and the caller drops it. The outcome depends
+only on the pulses' times and positions, never on when they reached us.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.typing import NDArray
+
+from services.locator.config import LocatorConfig
+from services.locator.solver import (
+    Fix,
+    finish,
+    gauss_newton,
+    hypothesis_residuals,
+    triple_hypotheses,
+)
+
+#: A sensor's closest pulse this far from a fit still counts in its health (not unrelated).
+HEALTH_GATE_S = 0.25
+#: Most non-seed members used to re-check a fit without its seed.
+_GUARD_MEMBERS = 10
+
+
+@dataclass(frozen=True)
+class Association:
+    """The source of a seed pulse and the pulses that belong to it.
+
+    ``pulses`` holds, for every sensor of the window within ``HEALTH_GATE_S`` of the fit, the
+    index (into the caller's arrays) of its closest pulse; ``fix.used``/``fix.residuals_s`` are
+    aligned with ``pulses``. ``members`` = ``pulses[fix.used]`` (one pulse per sensor, the
+    seed included); other entries are sensors judged inconsistent (e.g. a bad clock).
+    """
+
+    pulses: NDArray[np.intp]
+    fix: Fix
+
+    @property
+    def members(self) -> NDArray[np.intp]:
+        return self.pulses[self.fix.used]
+
+    @property
+    def rejected(self) -> NDArray[np.intp]:
+        return self.pulses[~self.fix.used]
+
+
+def gate(
+    positions: NDArray, times: NDArray, sensors: NDArray, seed: int, c: float,
+    config: LocatorConfig, extra_s: float = 0.0,
+) -> NDArray[np.intp]:
+    """Indices of pulses that could share a source with the seed (other sensors only).
+
+    ``extra_s`` widens the bound (used to also look at slightly-too-late pulses, whose
+    residuals feed sensor health, without letting them seed hypotheses).
+    """
+    dt = times - times[seed]
+    sep = np.sqrt(((positions - positions[seed]) ** 2).sum(-1))
+    bound = np.minimum(sep, config.max_range_m) / c + config.association_tolerance_s + extra_s
+    ok = (sensors != sensors[seed]) & (dt >= -1e-9) & (dt <= bound)
+    return np.flatnonzero(ok)
+
+
+def _best_per_sensor(absr: NDArray, sensors: NDArray) -> tuple[NDArray, NDArray]:
+    """For (H, P) |residuals| and (P,) sensor codes: per-sensor min over pulses.
+
+    Returns (mins (H, S), argmin pulse index (H, S)) with S the distinct sensors, in ascending
+    sensor-code order; ties go to the lower pulse index (deterministic).
+    """
+    order = np.lexsort((np.arange(len(sensors)), sensors))
+    srt = sensors[order]
+    starts = np.flatnonzero(np.r_[True, srt[1:] != srt[:-1]])
+    a = absr[:, order]
+    mins = np.minimum.reduceat(a, starts, axis=1)
+    # position of the min within each group: first index where a == group min
+    group = np.cumsum(np.r_[False, srt[1:] != srt[:-1]])
+    is_min = a == mins[:, group]
+    idx = np.where(is_min, np.arange(len(srt))[None, :], len(srt))
+    first = np.minimum.reduceat(idx, starts, axis=1)
+    return mins, order[first]
+
+
+def _fit(
+    pos: NDArray, rho: NDArray, theta: NDArray, config: LocatorConfig, iterations: int,
+    solve_3d: bool = False,
+) -> tuple[NDArray, NDArray, NDArray]:
+    """Robust fit of one source; 2-D at the seed's height unless ``solve_3d``.
+
+    Membership is decided in 2-D: with height free, four pulses always fit exactly, so a
+    "consistent" 4-sensor set would prove nothing.
+    """
+    w = np.ones((1, len(rho)))
+    cfg = config if solve_3d == config.solve_3d else replace(config, solve_3d=solve_3d)
+    return gauss_newton(pos[None], rho[None], w, theta[None], np.zeros(1), cfg, iterations)
+
+
+def associate(
+    positions: NDArray,
+    times: NDArray,
+    sensors: NDArray,
+    seed: int,
+    c: float,
+    config: LocatorConfig,
+    known_sensors: NDArray | None = None,
+) -> Association | None:
+    """Decide the seed pulse: its source and the pulses that belong to it, or None (noise).
+
+    ``positions`` (M, 3) local metres of each pulse's sensor, ``times`` (M,) seconds (relative
+    to any nearby instant), ``sensors`` (M,) integer sensor codes, ``seed`` index of the
+    earliest pulse. ``known_sensors`` (K, 3) are the positions (same frame) of every sensor
+    that was listening; if given, a fit that too many nearby listening sensors did not hear
+    is rejected (see :func:`heard_share`). Pure and deterministic; never raises.
+    """
+    positions = np.asarray(positions, float)
+    times = np.asarray(times, float)
+    sensors = np.asarray(sensors)
+    tol_m = config.association_tolerance_s * c
+    strict = gate(positions, times, sensors, seed, c, config)
+    if len(np.unique(sensors[strict])) < config.min_sensors - 1:
+        return None
+    cand = gate(positions, times, sensors, seed, c, config, extra_s=HEALTH_GATE_S)
+    pool = np.r_[seed, cand]  # pool index 0 is the seed
+    possible = np.r_[True, np.isin(cand, strict)]
+    offset = positions[seed]
+    pos = positions[pool] - offset
+    rho = (times[pool] - times[seed]) * c
+    sen = sensors[pool]
+
+    # pairs of candidates at two distinct sensors that are mutually possible
+    ii, jj = np.triu_indices(len(pool), k=1)
+    keep = (ii > 0) & (sen[ii] != sen[jj]) & possible[ii] & possible[jj]
+    sep = np.sqrt(((pos[ii] - pos[jj]) ** 2).sum(-1))
+    keep &= np.abs(rho[ii] - rho[jj]) <= sep + tol_m
+    ii, jj = ii[keep], jj[keep]
+    if len(ii) == 0:
+        return None
+    tri = np.stack([np.zeros_like(ii), ii, jj], axis=1)
+    theta = _consensus_theta(pos, rho, sen, tri, tol_m, config)
+    if theta is None:
+        return None
+
+    fit = _refine_members(pos, rho, sen, theta, tol_m, config)
+    if fit is None:
+        return None
+    theta, members = fit
+    if 0 not in members or len(members) < config.min_sensors:
+        return None
+    if not _seed_survives_guard(pos, rho, sen, members, tol_m, config):
+        return None
+
+    # final set: the closest pulse of every sensor within the health gate
+    mins, arg = _best_per_sensor(np.abs(_residuals(pos, rho, theta))[None], sen)
+    chosen = np.sort(arg[0][mins[0] <= HEALTH_GATE_S * c])
+    used = np.abs(_residuals(pos[chosen], rho[chosen], theta)) <= tol_m
+    if 0 not in chosen[used] or used.sum() < config.min_sensors:
+        return None
+    three_d = config.solve_3d and used.sum() >= config.min_sensors_3d
+    iterations = config.gauss_newton_iterations if three_d else 2
+    th, _, info = _fit(pos[chosen[used]], rho[chosen[used]], theta, config, iterations, three_d)
+    r_all = _residuals(pos[chosen], rho[chosen], th[0])
+    fix = finish(
+        pos[chosen], rho[chosen], used, th[0], r_all, info[0], c, float(times[seed]),
+        offset, replace(config, solve_3d=three_d),
+    )
+    if known_sensors is not None and len(known_sensors):
+        share = heard_share(
+            fix.position, positions[pool[chosen[used]]], known_sensors, config.hearing_range_m
+        )
+        if share < config.min_heard_share:
+            return None
+    return Association(pulses=pool[chosen], fix=fix)
+
+
+def heard_share(source: NDArray, used: NDArray, known: NDArray, hearing_range_m: float) -> float:
+    """Share of the listening sensors near a fitted source that heard it.
+
+    "Near" = horizontally within ``max(hearing_range_m, median distance of the sensors that
+    heard it)``. A real shot is heard by nearly every sensor near it (Pittsburgh: >= 85 % out
+    to 800 m); a coincidental fit of echoes or unrelated pulses is "heard" by a few scattered
+    sensors while nearer ones stayed silent.
+    """
+    du = np.sort(np.hypot(*(used[:, :2] - source[:2]).T))
+    dk = np.hypot(*(known[:, :2] - source[:2]).T)
+    radius = max(float(du[len(du) // 2]), hearing_range_m) + 1e-6
+    return float((du <= radius).sum() / max((dk <= radius).sum(), 1))
+
+
+def _residuals(pos: NDArray, rho: NDArray, theta: NDArray) -> NDArray:
+    """Observed minus predicted range (m) for one 3-D source θ = (x, y, z, τ)."""
+    d = np.sqrt(((pos - theta[:3]) ** 2).sum(-1))
+    return rho - theta[3] - d
+
+
+def _consensus_theta(
+    pos: NDArray, rho: NDArray, sen: NDArray, tri: NDArray, tol_m: float,
+    config: LocatorConfig, exclude_seed: bool = False,
+) -> NDArray | None:
+    """Best hypothesis (x, y, 0, τ) over the given triples by per-sensor MSAC cost."""
+    p, tau, ok = triple_hypotheses(
+        pos[None, :, :2], pos[None, :, 2], rho[None], tri, np.zeros(1)
+    )
+    ok = ok[0] & (np.sqrt((p[0] ** 2).sum(-1)) <= config.max_range_m)
+    if not ok.any():
+        return None
+    p, tau = p[:, ok], tau[:, ok]
+    res = hypothesis_residuals(p, tau, np.zeros(1), pos[None], rho[None])[0]
+    absr = np.abs(res)
+    if exclude_seed:
+        absr[:, 0] = np.inf
+    mins, _ = _best_per_sensor(absr, sen)
+    cost = np.minimum(mins, tol_m) ** 2
+    best = int(np.argmin(cost.sum(-1)))
+    return np.array([p[0, best, 0], p[0, best, 1], 0.0, tau[0, best]])
+
+
+def _refine_members(
+    pos: NDArray, rho: NDArray, sen: NDArray, theta: NDArray, tol_m: float,
+    config: LocatorConfig, exclude_seed: bool = False,
+) -> tuple[NDArray, NDArray] | None:
+    """Select the best pulse per consistent sensor, fit, re-select, fit. (theta, members)."""
+    members = None
+    for _ in range(3):
+        absr = np.abs(_residuals(pos, rho, theta))
+        if exclude_seed:
+            absr[0] = np.inf
+        mins, arg = _best_per_sensor(absr[None], sen)
+        new = np.sort(arg[0][mins[0] <= tol_m])
+        if len(new) < 3:
+            return None
+        if members is not None and np.array_equal(new, members):
+            break
+        members = new
+        th, _, _ = _fit(pos[members], rho[members], theta, config, config.gauss_newton_iterations)
+        if not np.all(np.isfinite(th[0])):
+            return None
+        theta = th[0]
+    assert members is not None
+    return theta, members
+
+
+def _seed_survives_guard(
+    pos: NDArray, rho: NDArray, sen: NDArray, members: NDArray, tol_m: float,
+    config: LocatorConfig,
+) -> bool:
+    """False if the fit's other pulses, without the seed, support a better source."""
+    others = members[members != 0][:_GUARD_MEMBERS]
+    if len(others) < 3:
+        return True
+    ii, jj, kk = np.array(
+        [(a, b, d) for x, a in enumerate(others) for y, b in enumerate(others[x + 1 :], x + 1)
+         for d in others[y + 1 :]]
+    ).T
+    alt = _consensus_theta(
+        pos, rho, sen, np.stack([ii, jj, kk], 1), tol_m, config, exclude_seed=True
+    )
+    if alt is None:
+        return True
+    fit = _refine_members(pos, rho, sen, alt, tol_m, config, exclude_seed=True)
+    if fit is None:
+        return True
+    theta, alt_members = fit
+    seed_fits = abs(float(_residuals(pos[:1], rho[:1], theta)[0])) <= tol_m
+    return seed_fits or len(alt_members) <= len(members)

@@ -1,0 +1,305 @@
+"""One zone's locator state machine: detections in, incident versions out (pure, stateful).
+
+The service feeds every detection of a zone to :meth:`ZoneEngine.add`, asks
+:meth:`ZoneEngine.next_deadline` when to call :meth:`ZoneEngine.poll`, and publishes what poll
+returns. The benchmarks replay recorded pulses through the same class.
+
+Time. Grouping depends only on detection data (arrival times, positions, temperatures), never
+on when detections reached us. Wall clock (``now``, always passed in) only decides *when* a
+window may close: undecided pulses are decided earliest first, and the earliest one (the seed)
+is decided once ``now >= t_seed + travel + window_margin_s + ingest_lateness_s``, where
+``travel = min(farthest known sensor from the seed's sensor, max_range_m) / c`` — the last
+instant at which another pulse of the seed's source can arrive (see ``association``). A
+detection older than the last decided seed is late: it is counted and ignored.
+
+Bounded: at most ``config.max_pending`` undecided pulses (beyond that the oldest are decided
+at the next poll regardless of deadlines); decided keys are remembered only as long as a
+duplicate could still be accepted; incidents are forgotten once no round can update them.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from services.locator.association import Association, associate
+from services.locator.config import LocatorConfig
+from services.locator.evidence import PulseEvidence, Score, ShotEvidence
+from services.locator.health import HealthTracker, SensorHealth
+from services.locator.incidents import IncidentTracker, LocatedRound, to_record
+from shared.geo import LocalFrame, speed_of_sound
+from shared.schemas import DetectionRecord, IncidentRecord, detection_key
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+#: Slowest speed of sound we plan for (about -50 °C): bounds the candidate time slice.
+_C_MIN = 299.0
+
+
+def _us(t: datetime) -> int:
+    """Exact integer microseconds since the epoch (no float rounding)."""
+    return (t - _EPOCH) // _US
+
+
+def _dt(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    det: DetectionRecord
+    offset: int
+    t_us: int
+
+
+class ZoneEngine:
+    """Associates, locates, scores and tracks incidents for one zone.
+
+    Not thread-safe; all methods are synchronous, never block and never do I/O. ``scorer``
+    turns a round's :class:`ShotEvidence` into a :class:`Score`; it must be pure.
+    """
+
+    def __init__(
+        self, zone: str, config: LocatorConfig, scorer: Callable[[ShotEvidence], Score]
+    ) -> None:
+        self.zone = zone
+        self.config = config
+        self._scorer = scorer
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._order: list[tuple[int, str, str]] = []  # (t_us, sensor_id, detection_id), sorted
+        self._decided: dict[tuple[str, str], int] = {}  # key -> t_us, for dedup
+        self._closed_until_us: int | None = None
+        self._sensors: dict[str, tuple[float, float, float]] = {}
+        self._sensor_version = 0
+        self._sensor_seen_us: dict[str, int] = {}
+        self._reach_cache: dict[str, tuple[int, float]] = {}
+        self._tracker = IncidentTracker(zone, config)
+        self._health = HealthTracker(config)
+        self._last_now: datetime | None = None
+        self._closes = 0
+        #: Counters for the service's metrics.
+        self.duplicates = 0
+        self.late = 0
+        self.noise = 0
+
+    # ------------------------------------------------------------------ input
+    def add(self, detection: DetectionRecord, offset: int, now: datetime) -> None:
+        """Take one detection. Duplicates (same ``detection.key``) and late ones are ignored."""
+        self._touch(now)
+        key = detection.key
+        if key in self._pending or key in self._decided:
+            self.duplicates += 1
+            return
+        t_us = _us(detection.arrival_time)
+        if self._closed_until_us is not None and t_us < self._closed_until_us:
+            self.late += 1
+            return
+        pos = (detection.position.lat, detection.position.lon, detection.position.alt_m)
+        if self._sensors.get(detection.sensor_id) != pos:
+            self._sensors[detection.sensor_id] = pos
+            self._sensor_version += 1
+        seen = self._sensor_seen_us.get(detection.sensor_id)
+        self._sensor_seen_us[detection.sensor_id] = t_us if seen is None else max(seen, t_us)
+        self._pending[key] = _Pending(detection, offset, t_us)
+        bisect.insort(self._order, (t_us, *key))
+
+    # ------------------------------------------------------------------ timing
+    def _c(self, temperature_c: float | None) -> float:
+        t = self.config.default_temperature_c if temperature_c is None else temperature_c
+        return speed_of_sound(t)
+
+    def _reach_m(self, sensor_id: str) -> float:
+        """Distance from a sensor to the farthest known sensor, capped at max_range_m."""
+        cached = self._reach_cache.get(sensor_id)
+        if cached is not None and cached[0] == self._sensor_version:
+            return cached[1]
+        lat, lon, alt = self._sensors[sensor_id]
+        arr = np.array(list(self._sensors.values()))
+        enu = LocalFrame(lat, lon, alt).to_enu(arr[:, 0], arr[:, 1], arr[:, 2])
+        reach = min(float(np.sqrt((enu**2).sum(-1)).max()), self.config.max_range_m)
+        self._reach_cache[sensor_id] = (self._sensor_version, reach)
+        return reach
+
+    def _listening(self, frame: LocalFrame, t_us: int) -> np.ndarray:
+        """Positions (frame) of sensors that reported within sensor_listening_s of t_us."""
+        span = int(self.config.sensor_listening_s * 1e6)
+        pts = [
+            pos for sid, pos in self._sensors.items()
+            if abs(self._sensor_seen_us[sid] - t_us) <= span
+        ]
+        arr = np.array(pts, float).reshape(-1, 3)
+        return frame.to_enu(arr[:, 0], arr[:, 1], arr[:, 2]).reshape(-1, 3)
+
+    def _deadline(self, p: _Pending) -> datetime:
+        travel = self._reach_m(p.det.sensor_id) / self._c(p.det.temperature_c)
+        wait = travel + self.config.window_margin_s + self.config.ingest_lateness_s
+        return p.det.arrival_time + timedelta(seconds=wait)
+
+    def _expiry_deadline(self, last_shot: datetime) -> datetime:
+        """Wall-clock instant after which no new round can update an incident."""
+        wait = (
+            self.config.update_window_s
+            + self.config.max_range_m / _C_MIN
+            + self.config.window_margin_s
+            + self.config.ingest_lateness_s
+        )
+        return last_shot + timedelta(seconds=wait)
+
+    def next_deadline(self) -> datetime | None:
+        """Earliest instant at which :meth:`poll` can decide a window or forget an incident."""
+        candidates: list[datetime] = []
+        if self._order:
+            seed = self._pending[self._order[0][1:]]
+            candidates.append(self._deadline(seed))
+            if len(self._order) > self.config.max_pending and self._last_now is not None:
+                candidates.append(self._last_now)
+        candidates.extend(
+            self._expiry_deadline(i.last_shot_time) for i in self._tracker.open_incidents
+        )
+        return min(candidates) if candidates else None
+
+    # ------------------------------------------------------------------ output
+    def poll(self, now: datetime) -> list[IncidentRecord]:
+        """Decide every window whose deadline is <= now; return new incident versions."""
+        self._touch(now)
+        out: list[IncidentRecord] = []
+        while self._order:
+            seed = self._pending[self._order[0][1:]]
+            overfull = len(self._order) > self.config.max_pending
+            if not overfull and self._deadline(seed) > now:
+                break
+            out.extend(self._close(seed, now))
+        for inc in self._tracker.open_incidents:
+            if self._expiry_deadline(inc.last_shot_time) <= now:
+                self._tracker.forget(inc.incident_id)
+        return out
+
+    def flush(self) -> list[IncidentRecord]:
+        """Decide every pending window now, regardless of deadlines (end of a replay)."""
+        out: list[IncidentRecord] = []
+        while self._order:
+            seed = self._pending[self._order[0][1:]]
+            now = self._last_now or self._deadline(seed)
+            out.extend(self._close(seed, now))
+        return out
+
+    def min_retained_offset(self) -> int | None:
+        """Smallest offset still needed to rebuild open state (pending + open incidents)."""
+        offsets = [p.offset for p in self._pending.values()]
+        for inc in self._tracker.open_incidents:
+            offsets.extend(inc.offsets())
+        return min(offsets) if offsets else None
+
+    def sensor_health(self) -> dict[str, SensorHealth]:
+        return self._health.summary()
+
+    # ------------------------------------------------------------------ internals
+    def _touch(self, now: datetime) -> None:
+        if self._last_now is None or now > self._last_now:
+            self._last_now = now
+
+    def _decide(self, key: tuple[str, str]) -> None:
+        p = self._pending.pop(key)
+        i = bisect.bisect_left(self._order, (p.t_us, *key))
+        del self._order[i]
+        self._decided[key] = p.t_us
+
+    def _close(self, seed: _Pending, now: datetime) -> list[IncidentRecord]:
+        """Decide the seed (the earliest pending pulse): locate its source or drop it."""
+        self._closes += 1
+        self._closed_until_us = seed.t_us
+        horizon = seed.t_us + int((self.config.max_range_m / _C_MIN + 1.0) * 1e6)
+        hi = bisect.bisect_right(self._order, (horizon, "\uffff", "\uffff"))
+        pool = [self._pending[k[1:]] for k in self._order[:hi]]  # pool[0] is the seed
+        temps = [p.det.temperature_c for p in pool if p.det.temperature_c is not None]
+        c = self._c(float(np.median(temps)) if temps else None)
+        sp = seed.det.position
+        frame = LocalFrame(sp.lat, sp.lon, sp.alt_m)
+        enu = frame.to_enu(
+            [p.det.position.lat for p in pool],
+            [p.det.position.lon for p in pool],
+            [p.det.position.alt_m for p in pool],
+        ).reshape(-1, 3)
+        times = np.array([(p.t_us - seed.t_us) / 1e6 for p in pool])
+        _, codes = np.unique([p.det.sensor_id for p in pool], return_inverse=True)
+        assoc = associate(
+            enu, times, codes, 0, c, self.config, known_sensors=self._listening(frame, seed.t_us)
+        )
+        records: list[IncidentRecord] = []
+        if assoc is None:
+            self.noise += 1
+            self._decide(seed.det.key)
+        else:
+            records.append(self._located(assoc, pool, frame, seed, enu, now))
+        self._expire_by_event_time(seed.t_us, c)
+        if self._closes % 64 == 0:
+            self._decided = {k: t for k, t in self._decided.items() if t >= seed.t_us}
+        return records
+
+    def _located(
+        self,
+        assoc: Association,
+        pool: list[_Pending],
+        frame: LocalFrame,
+        seed: _Pending,
+        enu: np.ndarray,
+        now: datetime,
+    ) -> IncidentRecord:
+        fix = assoc.fix
+        members = [pool[i] for i in assoc.members]
+        lat, lon, alt = frame.to_geodetic(fix.position)
+        for i, used, res in zip(assoc.pulses, fix.used, fix.residuals_s, strict=True):
+            self._health.record(pool[i].det.sensor_id, float(res), rejected=not used)
+        evidence = tuple(
+            PulseEvidence(
+                sensor_id=p.det.sensor_id,
+                distance_m=float(np.linalg.norm(enu[i] - fix.position)),
+                peak_db=p.det.features.peak_db,
+                snr_db=p.det.features.snr_db,
+                rise_time_ms=p.det.features.rise_time_ms,
+                duration_ms=p.det.features.duration_ms,
+                spectral_centroid_hz=p.det.features.spectral_centroid_hz,
+            )
+            for i, p in zip(assoc.members, members, strict=True)
+        )
+        cov = fix.covariance_m2
+        rnd = LocatedRound(
+            shot_time=_dt(seed.t_us + round(fix.emission_time_s * 1e6)),
+            lat=float(lat),
+            lon=float(lon),
+            alt_m=float(alt),
+            covariance_m2=(
+                (float(cov[0, 0]), float(cov[0, 1])),
+                (float(cov[1, 0]), float(cov[1, 1])),
+            ),
+            radius95_m=fix.radius95_m,
+            detection_keys=tuple(sorted(detection_key(*p.det.key) for p in members)),
+            sensors_used=tuple(sorted(p.det.sensor_id for p in members)),
+            sensors_rejected=tuple(sorted(pool[i].det.sensor_id for i in assoc.rejected)),
+            residual_rms_s=fix.rms_s,
+            first_received_at=min(p.det.received_at for p in members),
+            offsets=tuple(p.offset for p in members),
+            evidence=evidence,
+        )
+        for p in members:
+            self._decide(p.det.key)
+        inc, event = self._tracker.add_round(rnd)
+        score = self._scorer(
+            ShotEvidence(
+                pulses=evidence,
+                sensor_count=len(evidence),
+                residual_rms_s=fix.rms_s,
+                round_intervals_s=inc.round_intervals_s(),
+            )
+        )
+        return to_record(inc, event, score, now, self.config)
+
+    def _expire_by_event_time(self, seed_us: int, c: float) -> None:
+        # Any later round is fired after (later seed - max range / c): incidents whose update
+        # window ended before that can never be updated again — forgetting them is exact.
+        horizon = _dt(seed_us) - timedelta(seconds=self.config.max_range_m / _C_MIN)
+        self._tracker.expire(horizon)

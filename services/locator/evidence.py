@@ -1,0 +1,40 @@
+"""What the locator hands to the gunfire scorer, and what the scorer returns.
+
+Shared by ``engine.py`` (builds :class:`ShotEvidence` for each located round) and
+``scoring.py`` (turns it into a :class:`Score`). Plain frozen dataclasses: pure values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class PulseEvidence:
+    """One sensor's pulse of a located round, with its distance to the located source."""
+
+    sensor_id: str
+    distance_m: float
+    peak_db: float | None
+    snr_db: float | None
+    rise_time_ms: float | None
+    duration_ms: float | None
+    spectral_centroid_hz: float | None
+
+
+@dataclass(frozen=True)
+class ShotEvidence:
+    """Everything known about one located round (the latest round of an incident)."""
+
+    pulses: tuple[PulseEvidence, ...]
+    sensor_count: int
+    residual_rms_s: float
+    #: Emission-time intervals between consecutive rounds of the incident so far (s).
+    round_intervals_s: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Score:
+    probability: float
+    classification: Literal["gunfire", "probable_gunfire", "fireworks", "other"]

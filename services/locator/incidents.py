@@ -1,0 +1,194 @@
+"""Located rounds -> incidents: deterministic ids, versions and burst updates (pure).
+
+* A round joins an open incident of the zone if it was fired within ``update_window_s`` of the
+  incident's latest round and within ``update_distance_m`` of its location; the incident gets
+  a new version (same id). Otherwise it opens a new incident.
+* ``incident_id`` is a UUIDv5 of the zone and the sorted detection keys of the first round, so
+  re-processing the same detections after a crash yields the same id, and (processing being
+  deterministic) the same versions: a downstream consumer drops the duplicates by
+  (incident_id, version).
+* The incident's location combines its rounds by their information (inverse covariance).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from services.locator.config import LocatorConfig
+from services.locator.evidence import PulseEvidence, Score
+from services.locator.solver import ellipse95
+from shared.geo import LocalFrame, haversine_m
+from shared.schemas import IncidentEvent, IncidentLocation, IncidentRecord, Round
+
+#: Namespace of incident ids (fixed forever: changing it changes every id).
+INCIDENT_NAMESPACE = uuid.UUID("6f1d3c2e-5b7a-4c1e-9a40-5d0f7c8b2a11")
+
+
+def incident_id(zone: str, detection_keys: Iterable[str]) -> str:
+    """Deterministic id from the zone and the first round's 'sensor/detection' keys."""
+    return str(uuid.uuid5(INCIDENT_NAMESPACE, zone + "\n" + "\n".join(sorted(detection_keys))))
+
+
+@dataclass(frozen=True)
+class LocatedRound:
+    """One located round, in WGS84, with what it was built from."""
+
+    shot_time: datetime
+    lat: float
+    lon: float
+    alt_m: float
+    #: Statistical horizontal covariance (east, north), m², before floors/scaling.
+    covariance_m2: tuple[tuple[float, float], tuple[float, float]]
+    radius95_m: float
+    detection_keys: tuple[str, ...]
+    sensors_used: tuple[str, ...]
+    sensors_rejected: tuple[str, ...]
+    residual_rms_s: float
+    first_received_at: datetime
+    offsets: tuple[int, ...]
+    evidence: tuple[PulseEvidence, ...]
+
+
+@dataclass
+class Incident:
+    """An open incident: every round so far and the version last published."""
+
+    incident_id: str
+    zone: str
+    version: int
+    rounds: list[LocatedRound] = field(default_factory=list)
+
+    @property
+    def first(self) -> LocatedRound:
+        return self.rounds[0]
+
+    @property
+    def last_shot_time(self) -> datetime:
+        return max(r.shot_time for r in self.rounds)
+
+    def location(self, config: LocatorConfig) -> IncidentLocation:
+        """Information-weighted combination of the rounds, with its 95 % ellipse."""
+        first = self.first
+        if len(self.rounds) == 1:
+            cov = np.array(first.covariance_m2)
+            lat, lon, alt = first.lat, first.lon, first.alt_m
+        else:
+            frame = LocalFrame(first.lat, first.lon, first.alt_m)
+            enu = frame.to_enu(
+                [r.lat for r in self.rounds], [r.lon for r in self.rounds],
+                [r.alt_m for r in self.rounds],
+            )
+            infos = [np.linalg.pinv(np.array(r.covariance_m2)) for r in self.rounds]
+            info = np.sum(infos, axis=0)
+            cov = np.linalg.pinv(info)
+            xy = cov @ np.sum([i @ e[:2] for i, e in zip(infos, enu, strict=True)], axis=0)
+            la, lo, al = frame.to_geodetic([xy[0], xy[1], float(np.mean(enu[:, 2]))])
+            lat, lon, alt = float(la), float(lo), float(al)
+        radius, major, minor, orientation = ellipse95(cov, config)
+        return IncidentLocation(
+            lat=lat, lon=lon, alt_m=alt, radius95_m=radius, semi_major_m=major,
+            semi_minor_m=minor, orientation_deg=orientation,
+        )
+
+    def round_intervals_s(self) -> tuple[float, ...]:
+        times = sorted(r.shot_time for r in self.rounds)
+        return tuple((b - a).total_seconds() for a, b in itertools.pairwise(times))
+
+    def offsets(self) -> Iterable[int]:
+        for r in self.rounds:
+            yield from r.offsets
+
+
+class IncidentTracker:
+    """Open incidents of one zone. Pure: time comes from the rounds (event time) or callers."""
+
+    def __init__(self, zone: str, config: LocatorConfig) -> None:
+        self.zone = zone
+        self._config = config
+        self._open: dict[str, Incident] = {}
+
+    @property
+    def open_incidents(self) -> list[Incident]:
+        return list(self._open.values())
+
+    def add_round(self, rnd: LocatedRound) -> tuple[Incident, IncidentEvent]:
+        """Attach the round to the nearest matching open incident, or open a new one."""
+        window = timedelta(seconds=self._config.update_window_s)
+        best: tuple[float, str] | None = None
+        for inc in self._open.values():
+            if abs(rnd.shot_time - inc.last_shot_time) > window:
+                continue
+            loc = inc.location(self._config)
+            dist = haversine_m(loc.lat, loc.lon, rnd.lat, rnd.lon)
+            near = dist <= self._config.update_distance_m
+            if near and (best is None or (dist, inc.incident_id) < best):
+                best = (dist, inc.incident_id)
+        if best is not None:
+            inc = self._open[best[1]]
+            inc.rounds.append(rnd)
+            inc.version += 1
+            return inc, "updated"
+        inc = Incident(incident_id(self.zone, rnd.detection_keys), self.zone, 1, [rnd])
+        self._open[inc.incident_id] = inc
+        return inc, "created"
+
+    def expires_at(self, inc: Incident) -> datetime:
+        """Event time after which no round can update ``inc`` any more."""
+        return inc.last_shot_time + timedelta(seconds=self._config.update_window_s)
+
+    def forget(self, incident_id: str) -> None:
+        """Drop an incident (no later round can update it)."""
+        self._open.pop(incident_id, None)
+
+    def expire(self, before: datetime) -> list[Incident]:
+        """Forget incidents that expire before ``before``; returns them."""
+        gone = [i for i in self._open.values() if self.expires_at(i) < before]
+        for inc in gone:
+            del self._open[inc.incident_id]
+        return gone
+
+
+def to_record(
+    inc: Incident, event: IncidentEvent, score: Score, published_at: datetime,
+    config: LocatorConfig,
+) -> IncidentRecord:
+    """The wire record of the incident's current version."""
+    used = sorted({s for r in inc.rounds for s in r.sensors_used})
+    rejected = sorted({s for r in inc.rounds for s in r.sensors_rejected} - set(used))
+    n = [len(r.sensors_used) for r in inc.rounds]
+    rms = math.sqrt(
+        sum(k * r.residual_rms_s**2 for k, r in zip(n, inc.rounds, strict=True)) / max(sum(n), 1)
+    )
+    times = sorted(r.shot_time for r in inc.rounds)
+    return IncidentRecord(
+        incident_id=inc.incident_id,
+        version=inc.version,
+        event=event,
+        zone=inc.zone,
+        classification=score.classification,
+        gunfire_probability=min(max(score.probability, 0.0), 1.0),
+        rounds=len(inc.rounds),
+        shot_time=times[0],
+        last_shot_time=times[-1],
+        location=inc.location(config),
+        sensor_count=len(used),
+        sensors_used=used,
+        sensors_rejected=rejected,
+        residual_rms_s=rms,
+        round_details=[
+            Round(
+                shot_time=r.shot_time, lat=r.lat, lon=r.lon, radius95_m=r.radius95_m,
+                detection_keys=list(r.detection_keys),
+            )
+            for r in sorted(inc.rounds, key=lambda r: r.shot_time)
+        ],
+        first_detection_received_at=min(r.first_received_at for r in inc.rounds),
+        published_at=published_at,
+    )

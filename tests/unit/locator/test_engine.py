@@ -1,0 +1,204 @@
+"""ZoneEngine: detections in event time -> incident versions, deadlines, replay, retention."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+
+from services.locator.config import LocatorConfig
+from services.locator.engine import ZoneEngine
+from shared.schemas import DetectionRecord, IncidentRecord
+from tests.unit.locator.conftest import (
+    SENSORS,
+    T0,
+    ZONE,
+    C,
+    Scene,
+    placeholder_scorer,
+    to_local,
+)
+
+SOURCE = np.array([140.0, -60.0, 4.0])
+ELSEWHERE = np.array([-420.0, 430.0, 2.0])
+
+
+def replay(
+    detections: list[DetectionRecord], config: LocatorConfig, engine: ZoneEngine | None = None
+) -> tuple[ZoneEngine, list[IncidentRecord]]:
+    """Feed in arrival order with now = arrival time, poll after each, flush at the end."""
+    engine = engine or ZoneEngine(ZONE, config, placeholder_scorer)
+    out: list[IncidentRecord] = []
+    for offset, det in enumerate(detections):
+        engine.add(det, offset, det.arrival_time)
+        out.extend(engine.poll(det.arrival_time))
+    out.extend(engine.flush())
+    return engine, out
+
+
+def latest(records: list[IncidentRecord]) -> dict[str, IncidentRecord]:
+    out: dict[str, IncidentRecord] = {}
+    for r in records:
+        if r.incident_id not in out or r.version > out[r.incident_id].version:
+            out[r.incident_id] = r
+    return out
+
+
+def error_m(record: IncidentRecord, source: np.ndarray) -> float:
+    return float(np.hypot(*(to_local(record.location.lat, record.location.lon) - source[:2])))
+
+
+def test_burst_from_one_place_is_one_incident_with_a_round_count(
+    scene: Scene, config: LocatorConfig
+) -> None:
+    for k, at in enumerate([1.0, 1.4, 1.55, 2.3]):  # 0.15-0.75 s apart: windows overlap
+        scene.shot(SOURCE, at, skip=(k,))
+    _, records = replay(scene.sorted(), config)
+    final = latest(records)
+    assert len(final) == 1
+    (incident,) = final.values()
+    assert incident.rounds == 4 and incident.version == 4
+    assert [r.event for r in records] == ["created", "updated", "updated", "updated"]
+    assert error_m(incident, SOURCE) < 0.1
+    assert [r.rounds for r in records] == [1, 2, 3, 4]
+
+
+def test_two_shooters_at_once_in_different_places_are_two_incidents(
+    scene: Scene, config: LocatorConfig
+) -> None:
+    scene.shot(SOURCE, 1.0)
+    scene.shot(ELSEWHERE, 1.02)
+    scene.shot(ELSEWHERE, 1.5)
+    _, records = replay(scene.sorted(), config)
+    final = sorted(latest(records).values(), key=lambda r: r.rounds)
+    assert [r.rounds for r in final] == [1, 2]
+    assert error_m(final[0], SOURCE) < 0.1 and error_m(final[1], ELSEWHERE) < 0.1
+
+
+def test_dirty_stream_echoes_noise_bad_clock_and_missed_sensors(
+    scene: Scene, config: LocatorConfig
+) -> None:
+    scene.pulse(3, 0.4)  # a door slam heard by one sensor only
+    shot = scene.shot(SOURCE, 1.0, skip=(8,), late={6: 0.2})  # 8 missed it; 6's clock is off
+    scene.pulse(0, (shot[0].arrival_time - T0).total_seconds() + 0.12)  # echo at sensor 0
+    scene.pulse(10, 2.4)  # unrelated
+    engine, records = replay(scene.sorted(), config)
+    (incident,) = latest(records).values()
+    assert incident.rounds == 1
+    assert "s06" in incident.sensors_rejected and "s06" not in incident.sensors_used
+    assert "s08" not in incident.sensors_used
+    assert incident.sensor_count == 10
+    assert error_m(incident, SOURCE) < 0.1
+    assert engine.noise >= 2  # the slam and the unrelated pulse were decided as noise
+
+
+def test_window_closes_at_the_physics_deadline_not_later(
+    scene: Scene, config: LocatorConfig
+) -> None:
+    detections = sorted(scene.shot(SOURCE, 1.0), key=lambda d: d.arrival_time)
+    engine = ZoneEngine(ZONE, config, placeholder_scorer)
+    for i, det in enumerate(detections):
+        engine.add(det, i, det.arrival_time)
+    first = detections[0]
+    seed_sensor = int(first.sensor_id[1:])
+    farthest = np.linalg.norm(SENSORS - SENSORS[seed_sensor], axis=1).max()
+    expected = first.arrival_time + timedelta(
+        seconds=farthest / C + config.window_margin_s + config.ingest_lateness_s
+    )
+    deadline = engine.next_deadline()
+    assert deadline is not None
+    assert abs((deadline - expected).total_seconds()) < 1e-5
+    assert engine.poll(deadline - timedelta(milliseconds=1)) == []
+    (record,) = engine.poll(deadline)
+    assert record.published_at == deadline and record.rounds == 1
+
+
+def test_replaying_the_same_detections_yields_identical_ids_versions_and_locations(
+    scene: Scene, config: LocatorConfig
+) -> None:
+    scene.shot(SOURCE, 1.0, late={2: 0.3})
+    scene.shot(SOURCE, 1.6)
+    scene.pulse(5, 1.2)
+    detections = scene.sorted()
+    _, first = replay(detections, config)
+    _, again = replay(detections, config)
+    key = [(r.incident_id, r.version, r.rounds, r.location) for r in first]
+    assert key == [(r.incident_id, r.version, r.rounds, r.location) for r in again]
+    # the same detections fed in a shuffled order (data, not arrival order, decides)
+    shuffled = list(detections)
+    np.random.default_rng(1).shuffle(shuffled)
+    engine = ZoneEngine(ZONE, config, placeholder_scorer)
+    for i, det in enumerate(shuffled):
+        engine.add(det, i, detections[0].arrival_time)
+    third = engine.flush()
+    assert key == [(r.incident_id, r.version, r.rounds, r.location) for r in third]
+
+
+def test_later_round_within_the_update_window_updates_the_same_incident(
+    scene: Scene,
+) -> None:
+    config = LocatorConfig(default_temperature_c=20.0, update_window_s=30.0)
+    scene.shot(SOURCE, 1.0)
+    scene.shot(SOURCE + np.array([8.0, 0.0, 0.0]), 20.0)  # 19 s later, 8 m away: same incident
+    scene.shot(SOURCE, 60.0)  # 40 s after the last round: a new incident
+    _, records = replay(scene.sorted(), config)
+    assert [(r.event, r.version) for r in records] == [
+        ("created", 1), ("updated", 2), ("created", 1)
+    ]
+    assert records[0].incident_id == records[1].incident_id != records[2].incident_id
+    assert records[1].round_details[1].shot_time > records[1].round_details[0].shot_time
+
+
+def test_duplicates_are_ignored_and_late_detections_dropped(
+    scene: Scene, config: LocatorConfig
+) -> None:
+    detections = scene.sorted() or sorted(scene.shot(SOURCE, 1.0), key=lambda d: d.arrival_time)
+    engine = ZoneEngine(ZONE, config, placeholder_scorer)
+    for i, det in enumerate(detections):
+        engine.add(det, i, det.arrival_time)
+        engine.add(det, i, det.arrival_time)  # a retry of the same detection
+    assert engine.duplicates == len(detections)
+    (record,) = engine.flush()
+    engine.add(detections[3], 99, detections[-1].arrival_time)  # replayed after the decision
+    late = scene.pulse(1, 0.5)  # before the decided seed: its window is gone
+    engine.add(late, 100, detections[-1].arrival_time)
+    assert engine.late == 1 and engine.duplicates == len(detections) + 1
+    assert engine.flush() == [] and record.rounds == 1
+
+
+def test_min_retained_offset_covers_open_windows_and_updatable_incidents(
+    scene: Scene, config: LocatorConfig
+) -> None:
+    engine = ZoneEngine(ZONE, config, placeholder_scorer)
+    assert engine.min_retained_offset() is None
+    shot = sorted(scene.shot(SOURCE, 1.0), key=lambda d: d.arrival_time)
+    for i, det in enumerate(shot):
+        engine.add(det, 10 + i, det.arrival_time)
+    assert engine.min_retained_offset() == 10  # pending window
+    (record,) = engine.flush()
+    assert engine.min_retained_offset() == 10  # the incident may still get rounds
+    expiry = engine.next_deadline()
+    assert expiry is not None and expiry > record.last_shot_time + timedelta(
+        seconds=config.update_window_s
+    )
+    noise = scene.pulse(4, 30.0)
+    engine.add(noise, 50, noise.arrival_time)
+    assert engine.min_retained_offset() == 10
+    engine.poll(expiry)  # incident can no longer be updated; the noise window closed too
+    assert engine.min_retained_offset() is None
+    assert engine.next_deadline() is None
+
+
+def test_sensor_with_a_drifting_clock_is_flagged(config: LocatorConfig) -> None:
+    from services.locator.health import is_drifting
+
+    scene = Scene()
+    rng = np.random.default_rng(5)
+    for k in range(8):
+        src = np.r_[rng.uniform(-400, 400, 2), 3.0]
+        scene.shot(src, 10.0 * k + 1.0, late={7: 0.015})  # sensor 7 is 15 ms late
+    engine, records = replay(scene.sorted(), config)
+    health = engine.sensor_health()
+    assert len(latest(records)) == 8
+    assert is_drifting(health["s07"], config)
+    assert not any(is_drifting(h, config) for sid, h in health.items() if sid != "s07")

@@ -1,0 +1,87 @@
+"""Incidents: deterministic ids, which round updates which incident, wire records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.locator.config import LocatorConfig
+from services.locator.evidence import Score
+from services.locator.incidents import IncidentTracker, LocatedRound, incident_id, to_record
+
+T = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
+CFG = LocatorConfig(update_window_s=60.0, update_distance_m=60.0)
+LAT, LON = 40.4406, -79.9959
+M_PER_DEG_LAT = 111_000.0
+
+
+def rnd(seconds: float, north_m: float = 0.0, keys: tuple[str, ...] = ("s1/a", "s2/b")):
+    return LocatedRound(
+        shot_time=T + timedelta(seconds=seconds),
+        lat=LAT + north_m / M_PER_DEG_LAT,
+        lon=LON,
+        alt_m=250.0,
+        covariance_m2=((1.0, 0.0), (0.0, 1.0)),
+        radius95_m=6.5,
+        detection_keys=keys,
+        sensors_used=("s1", "s2", "s3", "s4"),
+        sensors_rejected=("s9",),
+        residual_rms_s=0.002,
+        first_received_at=T + timedelta(seconds=seconds + 0.5),
+        offsets=(7, 8),
+        evidence=(),
+    )
+
+
+def test_incident_id_depends_on_zone_and_keys_not_their_order() -> None:
+    a = incident_id("z1", ["s2/b", "s1/a"])
+    assert a == incident_id("z1", ["s1/a", "s2/b"])
+    assert a != incident_id("z2", ["s1/a", "s2/b"])
+    assert a != incident_id("z1", ["s1/a", "s2/c"])
+
+
+@pytest.mark.parametrize(
+    ("later_s", "north_m", "same"),
+    [
+        (0.8, 0.0, True),  # next round of a burst, same spot
+        (45.0, 30.0, True),  # within the window and within 60 m
+        (59.9, 59.0, True),  # both just inside the limits
+        (61.0, 0.0, False),  # too late: a new incident
+        (10.0, 75.0, False),  # too far: another shooter
+        (-5.0, 0.0, True),  # fired slightly earlier (far-away first arrival decided later)
+    ],
+)
+def test_round_updates_an_open_incident_only_within_time_and_distance(
+    later_s: float, north_m: float, same: bool
+) -> None:
+    tracker = IncidentTracker("z1", CFG)
+    first, event1 = tracker.add_round(rnd(0.0))
+    inc, event2 = tracker.add_round(rnd(later_s, north_m, keys=("s1/x",)))
+    assert event1 == "created"
+    assert (event2 == "updated") is same
+    assert (inc.incident_id == first.incident_id) is same
+    assert inc.version == (2 if same else 1)
+
+
+def test_expired_incidents_are_forgotten_and_cannot_be_updated() -> None:
+    tracker = IncidentTracker("z1", CFG)
+    tracker.add_round(rnd(0.0))
+    assert tracker.expire(T + timedelta(seconds=59)) == []
+    assert len(tracker.expire(T + timedelta(seconds=61))) == 1
+    assert tracker.open_incidents == []
+
+
+def test_record_carries_every_round_and_combines_their_locations() -> None:
+    tracker = IncidentTracker("z1", CFG)
+    tracker.add_round(rnd(0.0))
+    inc, event = tracker.add_round(rnd(1.0, north_m=10.0, keys=("s3/c",)))
+    rec = to_record(inc, event, Score(0.9, "gunfire"), T + timedelta(seconds=3), CFG)
+    assert (rec.version, rec.rounds, rec.event) == (2, 2, "updated")
+    assert rec.shot_time == T and rec.last_shot_time == T + timedelta(seconds=1)
+    assert [r.detection_keys for r in rec.round_details] == [["s1/a", "s2/b"], ["s3/c"]]
+    # equal covariances: the combined location is the midpoint (5 m north)
+    assert (rec.location.lat - LAT) * M_PER_DEG_LAT == pytest.approx(5.0, abs=0.1)
+    assert rec.first_detection_received_at == T + timedelta(seconds=0.5)
+    assert rec.sensors_used == ["s1", "s2", "s3", "s4"] and rec.sensors_rejected == ["s9"]
+    assert rec.published_at == T + timedelta(seconds=3)
