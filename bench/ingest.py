@@ -33,11 +33,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.ingest.registry import add_sensor  # noqa: E402
-from shared.db import migrate  # noqa: E402
-from shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port  # noqa: E402
-from shared.kafka import build_producer, encode, ensure_topics  # noqa: E402
-from shared.schemas import DetectionRecord, Position  # noqa: E402
+from services.ingest.registry import add_sensor
+from shared.db import migrate
+from shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from shared.kafka import build_producer, encode, ensure_topics
+from shared.schemas import DetectionRecord, Position
 
 TOPIC = "bench.detections"
 SENSORS = 200
