@@ -1,0 +1,269 @@
+"""Locator service throughput and processing latency on a pre-loaded detections topic.
+
+Starts an embedded broker, writes the simulator's mixed traffic (``scenario("mixed")``: gunfire
+bursts, fireworks, other impulses, per-sensor noise, echoes, diffraction, a bad clock) for
+``--zones`` zones x ``--hours`` hours of event time to a 6-partition topic, then runs one
+:class:`LocatorService` (one process, one core for the service; the broker has the other) over
+the backlog and measures:
+
+* ``detections_per_s`` — detections consumed per second from the first fetch to the last
+  (the backlog: the service runs flat out);
+* ``p50_ms``/``p99_ms`` — the service's processing latency per published incident version
+  (consumed → Kafka ack, physics wait excluded; exactly what the
+  ``shotline_locator_processing_latency_seconds`` histogram observes, but unbucketed) under a
+  *live* stream: a separate process writes fresh mixed traffic of many zones at
+  ``live_rate_dps`` = min(5,000, 50 % of the measured backlog throughput) for ``--live-s``
+  seconds, each detection when its ``received_at`` comes (latency at saturation is just queue
+  length, so it is reported separately as ``backlog_p99_ms``);
+* ``engine_only_dps`` — the same detections through bare ZoneEngines (no Kafka, no JSON): the
+  ceiling the service is compared with (``service_share`` = detections_per_s / that).
+
+Targets on a 2-core machine: detections_per_s >= 5,000 per core; p99 < 50 ms.
+``--profile`` prints the hottest functions of the engine-only run (cProfile) to stderr.
+Usage: ``python bench/locator_service.py [--zones 8] [--hours 1] [--live-s 30] [--profile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import multiprocessing
+import pstats
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.locator import metrics
+from services.locator.engine import ZoneEngine
+from services.locator.scoring import ScoringModel
+from services.locator.service import LocatorService
+from services.locator.settings import LocatorSettings
+from services.locator.simulate import build_array, scenario
+from shared.embedded import EmbeddedKafka
+from shared.kafka import build_producer, encode, ensure_topics
+from shared.schemas import DetectionRecord
+
+PARTITIONS = 6
+
+
+class Samples:
+    """Stands in for a Histogram: keeps every observation."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def observe(self, value: float) -> None:
+        self.values.append(value)
+
+
+def traffic(
+    zones: int, hours: float, start: datetime, prefix: str = "bench"
+) -> list[DetectionRecord]:
+    """Mixed traffic of every zone, interleaved by ingest time as a live topic would be."""
+    out: list[DetectionRecord] = []
+    for z in range(zones):
+        array = build_array(zone=f"{prefix}-{z}", seed=z)
+        made = scenario(
+            "mixed", array, start=start, rng=np.random.default_rng(100 + z),
+            duration_s=hours * 3600,
+        )
+        out.extend(made.detections)
+    out.sort(key=lambda d: d.received_at)
+    return out
+
+
+def engine_only(detections: list[DetectionRecord], profile: bool) -> float:
+    """Detections/s through bare engines fed in ingest order, polled as the service would."""
+    scorer = ScoringModel.load()
+    config = LocatorSettings().locator_config()
+    engines: dict[str, ZoneEngine] = {}
+    profiler = cProfile.Profile() if profile else None
+    t0 = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    for i, det in enumerate(detections):
+        engine = engines.get(det.zone)
+        if engine is None:
+            engine = engines[det.zone] = ZoneEngine(det.zone, config, scorer)
+        engine.add(det, i, det.received_at)
+        deadline = engine.next_deadline()
+        if deadline is not None and deadline <= det.received_at:
+            engine.poll(det.received_at)
+    for engine in engines.values():
+        engine.flush()
+    if profiler:
+        profiler.disable()
+    elapsed = time.perf_counter() - t0
+    if profiler:
+        buf = io.StringIO()
+        pstats.Stats(profiler, stream=buf).sort_stats("cumulative").print_stats(25)
+        buf.write("\n--- by own time ---\n")
+        pstats.Stats(profiler, stream=buf).sort_stats("tottime").print_stats(20)
+        print(buf.getvalue(), file=sys.stderr)
+    return len(detections) / elapsed
+
+
+async def preload(bootstrap: str, topic: str, detections: list[DetectionRecord]) -> None:
+    producer = build_producer(bootstrap, client_id="bench-preload", linger_ms=20)
+    await producer.start()
+    try:
+        pending = []
+        for det in detections:
+            pending.append(await producer.send(topic, value=encode(det), key=det.zone.encode()))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def bench_settings(suffix: str) -> LocatorSettings:
+    return LocatorSettings.model_validate(
+        {
+            "detections_topic": f"bench-det-{suffix}",
+            "incidents_topic": f"bench-inc-{suffix}",
+            "topic_partitions": PARTITIONS,
+            "group_id": f"bench-{suffix}",
+            "kafka_session_timeout_ms": 6000,
+            "metrics_port": -1,
+        }
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))] * 1000 if ordered else float("nan")
+
+
+async def _wait_consumed(target: float, timeout_s: float) -> tuple[float, float]:
+    """(first, last) perf_counter instants of consumption until ``target`` is reached."""
+    consumed = metrics.DETECTIONS_CONSUMED._value
+    base = consumed.get()
+    while consumed.get() == base:  # noqa: ASYNC110 - polling a metric, no event to wait on
+        await asyncio.sleep(0.002)
+    t_first = time.perf_counter()
+    deadline = t_first + timeout_s
+    while consumed.get() - base < target and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.002)
+    return t_first, time.perf_counter()
+
+
+async def backlog(bootstrap: str, detections: list[DetectionRecord]) -> dict[str, float]:
+    """Throughput over a pre-loaded topic."""
+    settings = bench_settings(uuid.uuid4().hex[:8])
+    await ensure_topics(
+        bootstrap, {settings.detections_topic: PARTITIONS, settings.incidents_topic: PARTITIONS}
+    )
+    await preload(bootstrap, settings.detections_topic, detections)
+    samples = Samples()
+    metrics.PROCESSING_LATENCY = samples  # type: ignore[assignment]  # unbucketed samples
+    service = LocatorService(settings, bootstrap_servers=bootstrap, scorer=ScoringModel.load())
+    await service.start()
+    try:
+        t_first, t_last = await _wait_consumed(len(detections), 600)
+    finally:
+        await service.stop(15)
+    return {
+        "detections_per_s": len(detections) / (t_last - t_first),
+        "backlog_incidents": float(len(samples.values)),
+        "backlog_p50_ms": percentile(samples.values, 0.5),
+        "backlog_p99_ms": percentile(samples.values, 0.99),
+    }
+
+
+def _pace(bootstrap: str, topic: str, items: list[tuple[float, bytes, bytes]]) -> None:
+    """(In a child process.) Produce each record when the wall clock reaches its time."""
+
+    async def go() -> None:
+        producer = build_producer(bootstrap, client_id="bench-live", linger_ms=1)
+        await producer.start()
+        try:
+            pending = []
+            for at, key, value in items:
+                delay = at - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                pending.append(await producer.send(topic, value=value, key=key))
+                if len(pending) > 2000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+
+async def live(bootstrap: str, rate_dps: float, seconds: float) -> dict[str, float]:
+    """Latency under a live stream of ``rate_dps`` detections/s (fresh mixed traffic)."""
+    per_zone_dps = 1.43  # scenario("mixed"): about 5,150 detections per zone-hour
+    zones = max(1, round(rate_dps / per_zone_dps))
+    start = datetime.now(UTC) + timedelta(seconds=8)  # time to generate, join and start
+    detections = traffic(zones, seconds / 3600, start, prefix="live")
+    items = [(d.received_at.timestamp(), d.zone.encode(), encode(d)) for d in detections]
+    settings = bench_settings(uuid.uuid4().hex[:8])
+    await ensure_topics(
+        bootstrap, {settings.detections_topic: PARTITIONS, settings.incidents_topic: PARTITIONS}
+    )
+    samples = Samples()
+    metrics.PROCESSING_LATENCY = samples  # type: ignore[assignment]
+    service = LocatorService(settings, bootstrap_servers=bootstrap, scorer=ScoringModel.load())
+    await service.start()
+    pacer = multiprocessing.get_context("spawn").Process(
+        target=_pace, args=(bootstrap, settings.detections_topic, items)
+    )
+    pacer.start()
+    try:
+        t_first, t_last = await _wait_consumed(len(items), seconds + 60)
+        await asyncio.sleep(8)  # the last windows close after their physics deadline
+    finally:
+        await service.stop(15)
+        pacer.join(10)
+    return {
+        "live_rate_dps": len(items) / (t_last - t_first),
+        "live_zones": float(zones),
+        "incidents": float(len(samples.values)),
+        "p50_ms": percentile(samples.values, 0.5),
+        "p99_ms": percentile(samples.values, 0.99),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zones", type=int, default=8, help="zones of the backlog")
+    ap.add_argument("--hours", type=float, default=1.0, help="event time per backlog zone")
+    ap.add_argument("--live-s", type=float, default=30.0, help="length of the live stream")
+    ap.add_argument("--profile", action="store_true", help="cProfile the engine-only run")
+    args = ap.parse_args()
+
+    start = datetime.now(UTC) - timedelta(hours=args.hours + 1)  # all in the past: a backlog
+    detections = traffic(args.zones, args.hours, start)
+    print(f"{len(detections)} detections in {args.zones} zones", file=sys.stderr)
+    engine_dps = engine_only(detections, args.profile)
+    broker = EmbeddedKafka().start()
+    try:
+        result = asyncio.run(backlog(broker.bootstrap_servers, detections))
+        rate = min(5000.0, 0.5 * result["detections_per_s"])
+        result.update(asyncio.run(live(broker.bootstrap_servers, rate, args.live_s)))
+    finally:
+        broker.stop()
+    result.update(
+        engine_only_dps=engine_dps,
+        service_share=result["detections_per_s"] / engine_dps,
+        backlog_detections=float(len(detections)),
+    )
+    print(json.dumps({k: round(v, 2) for k, v in result.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Locator metrics (definitions only)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+DETECTIONS_CONSUMED = Counter(
+    "shotline_locator_detections_consumed_total",
+    "Detection records read from the detections topic (valid ones, duplicates included)",
+)
+DETECTIONS_IGNORED = Counter(
+    "shotline_locator_detections_ignored_total",
+    "Detections the engines ignored, by reason",
+    ["reason"],  # duplicate, late
+)
+INCIDENTS_PUBLISHED = Counter(
+    "shotline_locator_incidents_published_total",
+    "Incident versions acknowledged by Kafka, by classification and event",
+    ["classification", "event"],
+)
+PROCESSING_LATENCY = Histogram(
+    "shotline_locator_processing_latency_seconds",
+    "From consuming an incident's last detection (or its window's physics deadline, if later) "
+    "to Kafka's ack of the incident: the locator's own delay, physics wait excluded",
+    buckets=_LATENCY_BUCKETS,
+)
+END_TO_END_LATENCY = Histogram(
+    "shotline_locator_end_to_end_latency_seconds",
+    "From first_detection_received_at (ingest) to Kafka's ack of the incident version",
+    buckets=(0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300),
+)
+DEAD_LETTERS = Counter(
+    "shotline_locator_dead_letters_total",
+    "Poison detection records sent to the dead-letter topic",
+)
+SENSOR_FLAGGED = Gauge(
+    "shotline_locator_sensor_flagged",
+    "1 if the sensor's arrivals are consistently off (drifting clock), else 0",
+    ["zone", "sensor_id"],
+)
+SENSOR_MEDIAN_RESIDUAL = Gauge(
+    "shotline_locator_sensor_median_residual_seconds",
+    "Median signed arrival residual of the sensor over its recent solves",
+    ["zone", "sensor_id"],
+)
+SENSORS_FLAGGED = Gauge(
+    "shotline_locator_sensors_flagged", "Sensors currently flagged as unhealthy"
+)
+RETAINED_DETECTIONS = Gauge(
+    "shotline_locator_retained_detections",
+    "Detections held undecided by this instance's engines",
+)
+PARTITIONS_PAUSED = Gauge(
+    "shotline_locator_partitions_paused", "1 while fetching is paused for back-pressure"
+)
+CONSUMER_LAG = Gauge(
+    "shotline_locator_consumer_lag",
+    "Records on the detections topic not yet consumed, per assigned partition",
+    ["partition"],
+)
+ZONES = Gauge("shotline_locator_zones", "Zones with an engine on this instance")

@@ -1,0 +1,736 @@
+"""The locator's Kafka consumer: detections in, incident versions out, offsets committed last.
+
+One loop, a short chain of steps per fetch::
+
+    fetch (sleep until the earliest window deadline or new records)
+      -> decode            poison -> "<topic>.dlq" with its reason (DeadLetterBudget)
+      -> engine.add        one pure ZoneEngine per (partition, zone)
+      -> engine.poll       windows whose deadline passed
+      -> produce           incidents keyed by incident_id, acks=all, awaited
+      -> commit            per partition: min over its zones' retained offsets, else last + 1
+
+Delivery is at-least-once and replays are exact: an offset is committed only once every
+incident depending on the detections below it is acknowledged, and the engines keep (through
+``min_retained_offset``) every detection that open state still depends on. A crashed or
+rebalanced-away instance's successor re-reads from the committed offset, rebuilds the same
+state and re-publishes the same (incident_id, version)s, which consumers drop as duplicates.
+
+Replays see the same windows as the live run because, while a partition is behind (lag > 0),
+windows are closed against the partition's *event clock* — the latest ``received_at`` consumed
+from it — rather than the wall clock: a window whose deadline has passed in wall time may still
+have pulses further down the backlog (see :func:`poll_clock`).
+
+Back-pressure: when the engines hold more than ``max_retained`` undecided detections the
+assigned partitions are paused (nothing more is fetched) until they drain to
+``resume_retained``. Buffers are the consumer's bounded fetch and one batch of incidents.
+
+Pure decisions (:func:`commit_offset`, :func:`poll_clock`, :func:`should_pause`,
+:func:`decode_detection`, :func:`health_changes`) are module functions with table tests in
+``tests/unit/locator/test_service_*.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+
+from services.locator import metrics
+from services.locator.config import LocatorConfig
+from services.locator.engine import ZoneEngine
+from services.locator.evidence import Score, ShotEvidence
+from services.locator.health import SensorHealth, is_drifting
+from services.locator.scoring import ScoringModel
+from services.locator.settings import LocatorSettings
+from shared.clock import Clock, utc_now
+from shared.kafka import (
+    CommitBeforeRevoke,
+    CommitPolicy,
+    DeadLetterBudget,
+    KafkaError,
+    build_consumer,
+    build_producer,
+    dead_letter_topic,
+    encode,
+    ensure_topics,
+    send_dead_letter,
+    wait_for_broker,
+)
+from shared.metrics import MetricsServer
+from shared.schemas import DETECTION_SCHEMA_VERSION, DetectionRecord, IncidentRecord
+
+log = logging.getLogger("shotline.locator")
+
+Scorer = Callable[[ShotEvidence], Score]
+EngineFactory = Callable[[str, LocatorConfig, Scorer], ZoneEngine]
+
+
+# ====================================================================== pure decisions
+def commit_offset(next_offset: int, retained: Iterable[int | None]) -> int:
+    """The offset to commit for one partition.
+
+    ``next_offset`` is the last consumed offset + 1; ``retained`` holds, for each zone engine
+    on the partition, the smallest offset it still needs to rebuild its open state (None =
+    nothing). Everything below the result is finished: its incidents are acknowledged and no
+    open state depends on it. Never above ``next_offset``.
+    """
+    needed = [offset for offset in retained if offset is not None]
+    return min([next_offset, *needed])
+
+
+def poll_clock(
+    now: datetime, event_clock: datetime | None, *, caught_up: bool, paused: bool
+) -> datetime:
+    """The instant a partition's windows are closed against.
+
+    * Caught up (nothing left to fetch) or paused for back-pressure: the wall clock ``now``.
+      (Paused partitions must drain by wall time, else back-pressure would never end.)
+    * Behind (a backlog after a restart or rebalance): the partition's event clock, the latest
+      ``received_at`` consumed from it, capped at ``now``. A window then closes only once the
+      backlog has moved past its deadline, exactly as in the live run, so a replay rebuilds
+      the same windows and hence the same incident ids and versions.
+    """
+    if caught_up or paused or event_clock is None:
+        return now
+    return min(now, event_clock)
+
+
+def should_pause(retained: int, paused: bool, *, high: int, low: int) -> bool:
+    """Whether fetching should be paused, with hysteresis (pause above ``high``, resume at
+    ``low`` or below) so that a level near one threshold does not flap."""
+    if paused:
+        return retained > low
+    return retained > high
+
+
+def decode_detection(value: bytes | None) -> DetectionRecord | str:
+    """The record, or the reason it is poison (a dead letter, never a guess).
+
+    Unknown ``schema_version``s are poison rather than best-effort parsed: a newer producer's
+    meaning is not ours to guess.
+    """
+    if value is None:
+        return "empty record (tombstone)"
+    try:
+        raw = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return f"invalid JSON: {exc}"
+    if not isinstance(raw, dict):
+        return f"invalid record: expected a JSON object, got {type(raw).__name__}"
+    version = raw.get("schema_version")
+    if version != DETECTION_SCHEMA_VERSION:
+        return f"unknown schema_version {version!r} (this locator reads {DETECTION_SCHEMA_VERSION})"
+    try:
+        return DetectionRecord.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors()
+        )
+        return f"invalid detection record: {problems}"
+
+
+def health_changes(
+    flagged: set[str], health: Mapping[str, SensorHealth], config: LocatorConfig
+) -> tuple[set[str], set[str]]:
+    """(newly flagged, recovered) sensor ids, given those ``flagged`` so far."""
+    now_flagged = {sid for sid, h in health.items() if is_drifting(h, config)}
+    return now_flagged - flagged, (flagged & set(health)) - now_flagged
+
+
+# ====================================================================== the service
+#: Records added between two polls of a partition's engines within one fetch.
+_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """An incident handed to the producer, the instant its window was due, its ack future."""
+
+    record: IncidentRecord
+    due: datetime
+    future: asyncio.Future[object]
+
+
+@dataclass
+class _Zone:
+    """One zone's engine and what the service caches about it between steps.
+
+    The caches (deadline, retained offset) are refreshed only for engines touched (added to
+    or polled) in a step, so a step costs in proportion to the active zones, not all zones.
+    """
+
+    engine: ZoneEngine
+    deadline: datetime | None = None
+    retained: int | None = None
+    stale: bool = False  # added to / polled since the caches were refreshed
+    ignored_seen: tuple[int, int] = (0, 0)  # engine.duplicates, engine.late already counted
+    health_changed: bool = False  # located a round since the last health check
+
+    def refresh(self) -> None:
+        if self.stale:
+            self.deadline = self.engine.next_deadline()
+            self.retained = self.engine.min_retained_offset()
+            self.stale = False
+
+
+@dataclass
+class _Partition:
+    """What the service knows about one assigned partition."""
+
+    next_offset: int | None = None  # last consumed + 1
+    event_clock: datetime | None = None  # latest received_at consumed
+    zones: set[str] = field(default_factory=set)
+
+
+class LocatorService:
+    """The locator consumer, embeddable: ``await start()`` … ``await stop(timeout_s)``.
+
+    ``scorer`` defaults to the scoring model at ``settings.scoring_model_path`` (built-in
+    model when unset). ``clock`` is the wall clock given to the engines.
+    """
+
+    def __init__(
+        self,
+        settings: LocatorSettings,
+        *,
+        bootstrap_servers: str,
+        scorer: Scorer | None = None,
+        clock: Clock = utc_now,
+        engine_factory: EngineFactory = ZoneEngine,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.locator_config()
+        self._bootstrap = bootstrap_servers
+        self._scorer = scorer
+        self._clock = clock
+        self._engine_factory = engine_factory
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._metrics_server: MetricsServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._lock = asyncio.Lock()  # the loop's steps vs. the rebalance callback
+        self._engines: dict[tuple[TopicPartition, str], _Zone] = {}
+        self._touched: set[tuple[TopicPartition, str]] = set()
+        self._health_pending: set[tuple[TopicPartition, str]] = set()
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._commits = CommitPolicy()
+        self._budget = DeadLetterBudget(settings.dlq_limit, settings.dlq_window_s)
+        self._paused = False
+        self._flagged: dict[str, set[str]] = {}
+        self._health_due: dict[str, float] = {}
+        # When each held detection was consumed (monotonic), for the processing latency.
+        # Bounded: the oldest entries go first (a lost entry only drops one latency sample).
+        self._consumed_at: OrderedDict[str, float] = OrderedDict()
+        self._consumed_cap = 2 * settings.max_retained + settings.max_poll_records
+        self._next_wake: float | None = None
+        self._commit_due = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def metrics_port(self) -> int | None:
+        return self._metrics_server.port if self._metrics_server is not None else None
+
+    @property
+    def paused(self) -> bool:
+        """True while fetching is paused for back-pressure."""
+        return self._paused
+
+    @property
+    def retained(self) -> int:
+        """Detections held undecided by this instance's engines."""
+        return self._retained()
+
+    @property
+    def zones(self) -> set[str]:
+        """Zones this instance currently has an engine for."""
+        return {zone for _, zone in self._engines}
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment()) if self._consumer is not None else set()
+
+    async def start(self) -> None:
+        """Connect, join the group and start consuming in a background task.
+
+        Raises BrokerUnavailable / KafkaError if Kafka cannot be reached, and whatever
+        loading the scoring model raises.
+        """
+        if self._scorer is None:
+            self._scorer = ScoringModel.load(self.settings.scoring_model_path)
+        s = self.settings
+        await wait_for_broker(self._bootstrap, timeout_s=30)
+        await ensure_topics(
+            self._bootstrap,
+            {
+                s.detections_topic: s.topic_partitions,
+                s.incidents_topic: s.topic_partitions,
+                dead_letter_topic(s.detections_topic): 1,
+            },
+        )
+        self._producer = build_producer(self._bootstrap, client_id="shotline-locator")
+        await self._producer.start()
+        self._consumer = build_consumer(
+            self._bootstrap,
+            group_id=s.group_id,
+            client_id="shotline-locator",
+            session_timeout_ms=s.kafka_session_timeout_ms,
+            max_poll_records=s.max_poll_records,
+        )
+        self._consumer.subscribe(
+            [s.detections_topic],
+            listener=CommitBeforeRevoke(self._before_revoke, self._on_assign),
+        )
+        try:
+            await self._consumer.start()
+            if s.metrics_port >= 0:
+                self._metrics_server = MetricsServer(s.metrics_host, s.metrics_port)
+                self._metrics_server.start()
+        except BaseException:
+            await self._close_clients()
+            raise
+        self._task = asyncio.create_task(self._run(), name="locator-consumer")
+
+    async def wait(self) -> None:
+        """Block until the consumer loop ends; re-raises the error that ended it."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish windows whose deadline has passed, publish and commit them, leave the group.
+
+        Open windows are handed back uncommitted (the next owner re-reads them). Bounded by
+        ``timeout_s``: past it, the loop is cancelled and nothing more is committed.
+        """
+        self._stopping.set()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            except TimeoutError:
+                log.warning("locator did not drain in time; handing back uncommitted work")
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            except Exception:
+                log.exception("locator loop had failed")
+        await self._close_clients()
+
+    async def abort(self) -> None:
+        """Stop at once like a crash: nothing more is published or committed.
+
+        Everything uncommitted is re-delivered to the next owner. For fatal errors and tests.
+        """
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._engines.clear()
+        self._partitions.clear()
+        await self._close_clients(leave_group=False)
+
+    async def _close_clients(self, leave_group: bool = True) -> None:
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        if consumer is not None:
+            if not leave_group:
+                # A crash commits nothing: make sure the revoke hook has nothing to commit.
+                self._commits = CommitPolicy()
+            await consumer.stop()
+        if producer is not None:
+            await producer.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
+
+    # ------------------------------------------------------------------ the loop
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        try:
+            while not self._stopping.is_set():
+                batch = await self._consumer.getmany(
+                    timeout_ms=self._wait_ms(), max_records=self.settings.max_poll_records
+                )
+                async with self._lock:
+                    await self._step(batch)
+            async with self._lock:
+                await self._step({}, final=True)  # windows due at SIGTERM: publish, commit
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("locator consumer loop failed")
+            raise
+
+    def _wait_ms(self) -> int:
+        """Sleep until new records arrive, or the earliest window deadline, whichever first."""
+        wait_ms = self.settings.fetch_wait_ms
+        if self._next_wake is not None:
+            until = (self._next_wake - self._clock().timestamp()) * 1000
+            wait_ms = int(min(wait_ms, max(0.0, until) + 1))
+        return wait_ms
+
+    async def _step(
+        self, batch: Mapping[TopicPartition, list[ConsumerRecord]], *, final: bool = False
+    ) -> None:
+        """One fetch: add in chunks, closing due windows and sending their incidents as soon
+        as they are decided (acks are awaited once, before the commit)."""
+        now = self._clock()
+        consumed_mono = time.monotonic()
+        sent: list[_Sent] = []
+        for tp, records in batch.items():
+            if tp not in self._partitions:  # revoked while this batch was in flight
+                continue
+            for i in range(0, len(records), _CHUNK):
+                await self._consume(tp, records[i : i + _CHUNK], now, consumed_mono)
+                # A backlog closes windows as it goes, not only after the whole fetch.
+                sent += await self._send(self._poll(now, only=tp))
+        sent += await self._send(self._poll(now))
+        if sent:
+            await self._await_acks(sent)
+        # Committing is a broker round trip: at most every commit_interval_s (a crash then
+        # re-reads a little more), always at the end.
+        if final or time.monotonic() >= self._commit_due:
+            self._commit_due = time.monotonic() + self.settings.commit_interval_s
+            await self._commit()
+        self._back_pressure()
+        self._observe(time.monotonic())
+
+    async def _consume(
+        self,
+        tp: TopicPartition,
+        records: list[ConsumerRecord],
+        now: datetime,
+        consumed_mono: float,
+    ) -> None:
+        part = self._partitions[tp]
+        for record in records:
+            decoded = decode_detection(record.value)
+            if isinstance(decoded, str):
+                await self._dead_letter(tp, record, decoded)
+            else:
+                self._add(tp, part, decoded, record.offset, now, consumed_mono)
+            part.next_offset = record.offset + 1
+        metrics.DETECTIONS_CONSUMED.inc(len(records))
+
+    def _add(
+        self,
+        tp: TopicPartition,
+        part: _Partition,
+        det: DetectionRecord,
+        offset: int,
+        now: datetime,
+        consumed_mono: float,
+    ) -> None:
+        key = (tp, det.zone)
+        zone = self._engines.get(key)
+        if zone is None:
+            assert self._scorer is not None
+            zone = _Zone(self._engine_factory(det.zone, self.config, self._scorer))
+            self._engines[key] = zone
+            part.zones.add(det.zone)
+        if part.event_clock is None or det.received_at > part.event_clock:
+            part.event_clock = det.received_at
+        zone.engine.add(det, offset, min(now, part.event_clock))
+        zone.stale = True
+        self._touched.add(key)
+        self._consumed_at[f"{det.sensor_id}/{det.detection_id}"] = consumed_mono
+        if len(self._consumed_at) > self._consumed_cap:
+            self._consumed_at.popitem(last=False)
+
+    async def _dead_letter(self, tp: TopicPartition, record: ConsumerRecord, reason: str) -> None:
+        assert self._producer is not None
+        # Raises DeadLetterBudgetExceeded: a flood of poison means a bad deploy upstream;
+        # crash loudly (and commit nothing) rather than drain the topic into the DLQ.
+        self._budget.spend(time.monotonic())
+        await send_dead_letter(
+            self._producer,
+            tp.topic,
+            key=record.key,
+            value=record.value,
+            reason=reason,
+            source_partition=tp.partition,
+            source_offset=record.offset,
+        )
+        metrics.DEAD_LETTERS.inc()
+        log.warning(
+            "poison detection sent to the dead-letter topic",
+            extra={"partition": tp.partition, "offset": record.offset, "reason": reason[:500]},
+        )
+
+    def _caught_up(self, tp: TopicPartition, part: _Partition) -> bool:
+        assert self._consumer is not None
+        try:
+            high = self._consumer.highwater(tp)
+        except AssertionError:  # no longer assigned
+            return True
+        return high is None or part.next_offset is None or part.next_offset >= high
+
+    def _poll(
+        self, now: datetime, only: TopicPartition | None = None
+    ) -> list[tuple[IncidentRecord, datetime]]:
+        """Close due windows (of ``only``'s engines, or all); returns (incident, due) pairs.
+
+        Also sets the loop's next wake-up (all engines only)."""
+        out: list[tuple[IncidentRecord, datetime]] = []
+        wake: datetime | None = None
+        clocks: dict[TopicPartition, tuple[datetime, bool]] = {}
+        for key, zone in self._engines.items():
+            tp = key[0]
+            if only is not None and tp != only:
+                continue
+            if tp not in clocks:
+                part = self._partitions[tp]
+                caught_up = self._caught_up(tp, part)
+                at = poll_clock(now, part.event_clock, caught_up=caught_up, paused=self._paused)
+                clocks[tp] = (at, caught_up or self._paused)
+            at, live = clocks[tp]
+            zone.refresh()
+            deadline = zone.deadline
+            if deadline is not None and deadline <= at:
+                produced = zone.engine.poll(at)
+                out.extend((incident, deadline) for incident in produced)
+                zone.health_changed |= bool(produced)
+                zone.stale = True
+                self._touched.add(key)
+                zone.refresh()
+                deadline = zone.deadline
+            if deadline is not None and live:
+                wake = deadline if wake is None else min(wake, deadline)
+        if only is None:
+            self._next_wake = wake.timestamp() if wake is not None else None
+        return out
+
+    async def _send(self, produced: list[tuple[IncidentRecord, datetime]]) -> list[_Sent]:
+        """Hand incidents to the producer (keyed by incident_id); does not wait for acks."""
+        if not produced:
+            return []
+        assert self._producer is not None
+        published_at = self._clock()
+        sent = []
+        for incident, due in produced:
+            record = incident.model_copy(update={"published_at": published_at})
+            future = await self._producer.send(
+                self.settings.incidents_topic,
+                value=encode(record),
+                key=record.incident_id.encode(),
+            )
+            sent.append(_Sent(record, due, future))
+        await asyncio.sleep(0)  # let the producer's sender transmit while we go on
+        return sent
+
+    async def _await_acks(self, sent: list[_Sent]) -> None:
+        """Wait for every ack (acks=all). Failed sends are retried with backoff until
+        ``produce_timeout_s``, then the error is raised (the loop dies, nothing committed)."""
+        assert self._producer is not None
+        deadline = time.monotonic() + self.settings.produce_timeout_s
+        results = await asyncio.gather(*(s.future for s in sent), return_exceptions=True)
+        acked_mono, acked_wall = time.monotonic(), self._clock()
+        for item, result in zip(sent, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, KafkaError):
+                    raise result
+                await self._resend(item.record, result, deadline)
+                acked_mono, acked_wall = time.monotonic(), self._clock()
+            self._observe_published(item.record, item.due, acked_mono, acked_wall)
+
+    async def _resend(self, record: IncidentRecord, error: KafkaError, deadline: float) -> None:
+        assert self._producer is not None
+        delay = 0.1
+        while True:
+            log.warning(
+                "publishing an incident failed; retrying",
+                extra={"incident_id": record.incident_id, "error": repr(error)},
+            )
+            if time.monotonic() + delay > deadline:
+                raise error
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            try:
+                await self._producer.send_and_wait(
+                    self.settings.incidents_topic,
+                    value=encode(record),
+                    key=record.incident_id.encode(),
+                )
+                return
+            except KafkaError as exc:
+                error = exc
+
+    def _observe_published(
+        self, incident: IncidentRecord, due: datetime, acked_mono: float, acked_wall: datetime
+    ) -> None:
+        metrics.INCIDENTS_PUBLISHED.labels(incident.classification, incident.event).inc()
+        consumed = [
+            self._consumed_at[k]
+            for rnd in incident.round_details
+            for k in rnd.detection_keys
+            if k in self._consumed_at
+        ]
+        # The window could close at its deadline at the earliest: waiting for it is physics.
+        due_mono = acked_mono - max(0.0, (acked_wall - due).total_seconds())
+        start = max([due_mono, *consumed])
+        metrics.PROCESSING_LATENCY.observe(max(0.0, acked_mono - start))
+        e2e = (acked_wall - incident.first_detection_received_at).total_seconds()
+        metrics.END_TO_END_LATENCY.observe(max(0.0, e2e))
+        log.info(
+            "incident published",
+            extra={
+                "incident_id": incident.incident_id,
+                "version": incident.version,
+                "event": incident.event,
+                "zone": incident.zone,
+                "classification": incident.classification,
+                "rounds": incident.rounds,
+            },
+        )
+
+    def _commit_offsets(self, only: Iterable[TopicPartition] | None = None) -> None:
+        wanted = set(self._partitions) if only is None else set(only)
+        for tp in wanted:
+            part = self._partitions.get(tp)
+            if part is None or part.next_offset is None:
+                continue
+            zones = [self._engines[(tp, zone)] for zone in part.zones]
+            for zone in zones:
+                zone.refresh()
+            retained = (zone.retained for zone in zones)
+            self._commits.advance(tp, commit_offset(part.next_offset, retained))
+
+    async def _commit(self, only: Iterable[TopicPartition] | None = None) -> None:
+        assert self._consumer is not None
+        self._commit_offsets(only)
+        try:
+            await self._commits.commit(self._consumer, only)
+        except KafkaError as exc:
+            # A rebalance is under way: the revoke hook (or the next step) commits again.
+            log.warning("offset commit failed; will retry", extra={"error": repr(exc)})
+
+    def _retained(self) -> int:
+        return sum(_pending_count(zone.engine) for zone in self._engines.values())
+
+    def _back_pressure(self) -> None:
+        assert self._consumer is not None
+        retained = self._retained()
+        metrics.RETAINED_DETECTIONS.set(retained)
+        pause = should_pause(
+            retained,
+            self._paused,
+            high=self.settings.max_retained,
+            low=self.settings.resume_retained,
+        )
+        if pause == self._paused:
+            return
+        assigned = self._consumer.assignment()
+        if pause:
+            self._consumer.pause(*assigned)
+            log.warning("pausing fetch: too many retained detections", extra={"retained": retained})
+        else:
+            self._consumer.resume(*assigned)
+            log.info("resuming fetch", extra={"retained": retained})
+        self._paused = pause
+        metrics.PARTITIONS_PAUSED.set(1 if pause else 0)
+
+    def _observe(self, mono: float) -> None:
+        """Ignored-detection counters and sensor health of the zones touched, lag, gauges.
+
+        Health is re-evaluated only for zones that located a round, at most once per
+        ``health_interval_s`` per zone (a summary costs O(sensors x window))."""
+        assert self._consumer is not None
+        for key in self._touched:
+            zone = self._engines.get(key)
+            if zone is None:
+                continue
+            dup, late = zone.engine.duplicates, zone.engine.late
+            seen_dup, seen_late = zone.ignored_seen
+            if dup > seen_dup:
+                metrics.DETECTIONS_IGNORED.labels("duplicate").inc(dup - seen_dup)
+            if late > seen_late:
+                metrics.DETECTIONS_IGNORED.labels("late").inc(late - seen_late)
+            zone.ignored_seen = (dup, late)
+            if zone.health_changed:
+                self._health_pending.add(key)
+            zone.health_changed = False
+        self._touched.clear()
+        for key in list(self._health_pending):
+            zone = self._engines.get(key)
+            if zone is None:
+                self._health_pending.discard(key)
+            elif mono >= self._health_due.get(key[1], 0.0):
+                self._health_due[key[1]] = mono + self.settings.health_interval_s
+                self._check_health(key[1], zone.engine.sensor_health())
+                self._health_pending.discard(key)
+        for tp, part in self._partitions.items():
+            with contextlib.suppress(AssertionError):
+                high = self._consumer.highwater(tp)
+                if high is not None and part.next_offset is not None:
+                    metrics.CONSUMER_LAG.labels(str(tp.partition)).set(high - part.next_offset)
+        metrics.ZONES.set(len(self._engines))
+        metrics.SENSORS_FLAGGED.set(sum(len(f) for f in self._flagged.values()))
+
+    def _check_health(self, zone: str, health: Mapping[str, SensorHealth]) -> None:
+        flagged = self._flagged.setdefault(zone, set())
+        new, recovered = health_changes(flagged, health, self.config)
+        for sensor_id, h in health.items():
+            metrics.SENSOR_MEDIAN_RESIDUAL.labels(zone, sensor_id).set(h.median_residual_s)
+        for sensor_id in sorted(new):
+            h = health[sensor_id]
+            metrics.SENSOR_FLAGGED.labels(zone, sensor_id).set(1)
+            log.warning(
+                "sensor flagged: its arrivals are consistently off (clock drift?); "
+                "locations near it degrade",
+                extra={
+                    "zone": zone,
+                    "sensor_id": sensor_id,
+                    "median_residual_s": h.median_residual_s,
+                    "rejected_share": h.rejected_share,
+                    "samples": h.samples,
+                },
+            )
+        for sensor_id in sorted(recovered):
+            metrics.SENSOR_FLAGGED.labels(zone, sensor_id).set(0)
+            log.info("sensor healthy again", extra={"zone": zone, "sensor_id": sensor_id})
+        flagged |= new
+        flagged -= recovered
+
+    # ------------------------------------------------------------------ rebalance
+    async def _on_assign(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self._partitions.setdefault(tp, _Partition())
+        if self._paused and self._consumer is not None and assigned:
+            self._consumer.pause(*assigned)
+        log.info("partitions assigned", extra={"partitions": sorted(p.partition for p in assigned)})
+
+    async def _before_revoke(self, revoked: set[TopicPartition]) -> None:
+        """Commit what is finished on the revoked partitions, then drop their engines.
+
+        Their uncommitted detections are re-delivered to the next owner (possibly us again),
+        which rebuilds the same state from them.
+        """
+        async with self._lock:
+            if self._consumer is not None:
+                await self._commit(revoked)
+            for tp in revoked:
+                part = self._partitions.pop(tp, None)
+                for zone in part.zones if part is not None else ():
+                    self._engines.pop((tp, zone), None)
+                    self._health_pending.discard((tp, zone))
+            self._commits.forget(revoked)
+        log.info("partitions revoked", extra={"partitions": sorted(p.partition for p in revoked)})
+
+
+def _pending_count(engine: ZoneEngine) -> int:
+    """Undecided detections an engine holds (for back-pressure and the retained gauge)."""
+    count = getattr(engine, "pending_count", None)
+    if callable(count):
+        return int(count())
+    return len(engine._pending)  # until ZoneEngine exposes a public count
