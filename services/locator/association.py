@@ -27,6 +27,7 @@ only on the pulses' times and positions, never on when they reached us.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -285,3 +286,60 @@ def _seed_survives_guard(
     theta, alt_members = fit
     seed_fits = abs(float(_residuals(pos[:1], rho[:1], theta)[0])) <= tol_m
     return seed_fits or len(alt_members) <= len(members)
+
+
+def echo_shadowed(
+    member_times: NDArray,
+    member_sensors: NDArray,
+    member_db: NDArray,
+    prior_times: NDArray,
+    prior_sensors: NDArray,
+    prior_db: NDArray,
+    horizon_s: float,
+    repeat_tol_s: float,
+) -> NDArray[np.bool_]:
+    """Which members of a fit are probably echoes (reverberation) of an earlier, louder pulse.
+
+    Physics: a reflection reaches a sensor *after* the direct sound of its source (longer path)
+    and is *weaker* (longer spreading + reflection loss); an audible reflection's path is at
+    most the hearing range, so it trails the direct sound by at most ``horizon_s``
+    (``max_range_m / c``). A member pulse is *shadowed* if its own sensor heard another pulse
+    ``0 < Δt <= horizon_s`` earlier that was at least as loud (``*_db``: SNR; NaN = unknown,
+    never shadows: without loudness a later pulse could as well be a new source).
+
+    Exception — a burst: the previous round fired from the *same place* precedes every member
+    by the *same* Δt (the round interval). An earlier pulse whose Δt is shared, within
+    ``repeat_tol_s``, by earlier pulses (of any loudness) at at least half of the members'
+    sensors (and at least three: enough to fix a source) marks the fit as a repeat of an
+    earlier round, not as its echo. (Half, not all: a sensor may have missed either round.
+    A mere three is not enough: a coincidental fit built from echoes can borrow a few direct
+    pulses of the next round, which trail the previous round by the round interval.)
+
+    Times in seconds (any common reference), sensors as comparable codes. Pure; (M,) mask.
+    """
+    mt = np.asarray(member_times, float)
+    ms = np.asarray(member_sensors)
+    mdb = np.asarray(member_db, float)
+    pt = np.asarray(prior_times, float)
+    ps = np.asarray(prior_sensors)
+    pdb = np.asarray(prior_db, float)
+    if len(mt) == 0 or len(pt) == 0:
+        return np.zeros(len(mt), bool)
+    delay = mt[:, None] - pt[None, :]  # (M, P)
+    timing = (ms[:, None] == ps[None, :]) & (delay > 1e-9) & (delay <= horizon_s)
+    louder = timing & (pdb[None, :] >= mdb[:, None])  # False where either loudness is NaN
+    if not louder.any():
+        return np.zeros(len(mt), bool)
+    mi, pj = np.nonzero(louder)
+    d = delay[mi, pj]
+    ti, tj = np.nonzero(timing)
+    td = delay[ti, tj]
+    # members with an earlier pulse trailing by the same delay as each louder candidate
+    same = np.abs(d[:, None] - td[None, :]) <= repeat_tol_s  # (C, T)
+    sharing = np.zeros((len(d), len(mt)), bool)
+    rows, cols = np.nonzero(same)
+    sharing[rows, ti[cols]] = True
+    repeat = sharing.sum(1) >= max(3, math.ceil(len(mt) / 2))
+    out = np.zeros(len(mt), bool)
+    out[mi[~repeat]] = True
+    return out

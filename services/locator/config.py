@@ -36,6 +36,10 @@ class LocatorConfig:
     hearing_range_m: float = 700.0
     #: A sensor counts as listening if it reported anything within this long (s).
     sensor_listening_s: float = 3600.0
+    #: Reject a fit with fewer than ``min_sensors`` members that are not echoes: pulses
+    #: trailing, within ``max_range_m / c``, an at-least-as-loud pulse at the same sensor
+    #: that is not the previous round of a burst (``association.echo_shadowed``).
+    reject_echo_fits: bool = True
 
     # --- solver --------------------------------------------------------------------------
     #: Solve for height too (with a soft prior at the first-arrival sensor's height) ...

@@ -20,13 +20,14 @@ duplicate could still be accepted; incidents are forgotten once no round can upd
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from services.locator.association import Association, associate
+from services.locator.association import Association, associate, echo_shadowed
 from services.locator.config import LocatorConfig
 from services.locator.evidence import PulseEvidence, Score, ShotEvidence
 from services.locator.health import HealthTracker, SensorHealth
@@ -72,6 +73,9 @@ class ZoneEngine:
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._order: list[tuple[int, str, str]] = []  # (t_us, sensor_id, detection_id), sorted
         self._decided: dict[tuple[str, str], int] = {}  # key -> t_us, for dedup
+        #: Recently decided pulses (t_us, sensor_id, snr_db or NaN), oldest first: the earlier
+        #: sounds that a later pulse may be an echo of (kept for one echo horizon).
+        self._recent: deque[tuple[int, str, float]] = deque()
         self._closed_until_us: int | None = None
         self._sensors: dict[str, tuple[float, float, float]] = {}
         self._sensor_version = 0
@@ -85,6 +89,8 @@ class ZoneEngine:
         self.duplicates = 0
         self.late = 0
         self.noise = 0
+        #: Seeds whose fit was rejected as built from echoes (also counted in ``noise``).
+        self.echoes = 0
 
     # ------------------------------------------------------------------ input
     def add(self, detection: DetectionRecord, offset: int, now: datetime) -> None:
@@ -207,6 +213,8 @@ class ZoneEngine:
         i = bisect.bisect_left(self._order, (p.t_us, *key))
         del self._order[i]
         self._decided[key] = p.t_us
+        snr = p.det.features.snr_db
+        self._recent.append((p.t_us, p.det.sensor_id, float("nan") if snr is None else snr))
 
     def _close(self, seed: _Pending, now: datetime) -> list[IncidentRecord]:
         """Decide the seed (the earliest pending pulse): locate its source or drop it."""
@@ -229,6 +237,10 @@ class ZoneEngine:
         assoc = associate(
             enu, times, codes, 0, c, self.config, known_sensors=self._listening(frame, seed.t_us)
         )
+        echo = assoc is not None and self.config.reject_echo_fits
+        if echo and assoc is not None and self._echo_fit(assoc, pool, seed.t_us, c):
+            self.echoes += 1
+            assoc = None
         records: list[IncidentRecord] = []
         if assoc is None:
             self.noise += 1
@@ -239,6 +251,35 @@ class ZoneEngine:
         if self._closes % 64 == 0:
             self._decided = {k: t for k, t in self._decided.items() if t >= seed.t_us}
         return records
+
+    def _echo_fit(self, assoc: Association, pool: list[_Pending], seed_us: int, c: float) -> bool:
+        """True if fewer than ``min_sensors`` of the fit's members are not echoes.
+
+        See :func:`association.echo_shadowed`: the earlier sounds are every other pending pulse
+        of the pool and the pulses decided within one echo horizon before the seed.
+        """
+        horizon_s = self.config.max_range_m / c
+        low = seed_us - int(horizon_s * 1e6)
+        while self._recent and self._recent[0][0] < low:
+            self._recent.popleft()
+
+        def snr(p: _Pending) -> float:
+            v = p.det.features.snr_db
+            return float("nan") if v is None else v
+
+        members = [pool[i] for i in assoc.members]
+        prior = [(p.t_us, p.det.sensor_id, snr(p)) for p in pool] + list(self._recent)
+        shadowed = echo_shadowed(
+            np.array([(p.t_us - seed_us) / 1e6 for p in members]),
+            np.array([p.det.sensor_id for p in members]),
+            np.array([snr(p) for p in members]),
+            np.array([(t - seed_us) / 1e6 for t, _, _ in prior]),
+            np.array([s for _, s, _ in prior]),
+            np.array([v for _, _, v in prior]),
+            horizon_s,
+            2 * self.config.association_tolerance_s,
+        )
+        return int((~shadowed).sum()) < self.config.min_sensors
 
     def _located(
         self,

@@ -11,7 +11,7 @@ import pytest
 from services.locator.config import LocatorConfig
 from services.locator.evidence import Score, ShotEvidence
 from shared.geo import LocalFrame, speed_of_sound
-from shared.schemas import DetectionRecord, Position
+from shared.schemas import AcousticFeatures, DetectionRecord, Position
 
 FRAME = LocalFrame(40.4406, -79.9959, 250.0)
 TEMPERATURE_C = 20.0
@@ -46,8 +46,10 @@ class Scene:
     def sensor_id(self, i: int) -> str:
         return f"s{i:02d}"
 
-    def pulse(self, sensor: int, at: float, received_delay_s: float = 0.05) -> DetectionRecord:
-        """A pulse heard by ``sensor`` at T0 + ``at`` seconds."""
+    def pulse(
+        self, sensor: int, at: float, received_delay_s: float = 0.05, snr_db: float | None = None
+    ) -> DetectionRecord:
+        """A pulse heard by ``sensor`` at T0 + ``at`` seconds (``snr_db``: its loudness)."""
         self._n += 1
         lat, lon, alt = FRAME.to_geodetic(self.sensors[sensor])
         arrival = T0 + timedelta(microseconds=round(at * 1e6))
@@ -57,6 +59,7 @@ class Scene:
             zone=ZONE,
             arrival_time=arrival,
             position=Position(lat=float(lat), lon=float(lon), alt_m=float(alt)),
+            features=AcousticFeatures(snr_db=snr_db),
             temperature_c=TEMPERATURE_C,
             received_at=arrival + timedelta(seconds=received_delay_s),
         )
@@ -68,14 +71,19 @@ class Scene:
 
     def shot(
         self, source: list[float] | np.ndarray, fired_at: float, skip: tuple[int, ...] = (),
-        late: dict[int, float] | None = None,
+        late: dict[int, float] | None = None, snr_db: float | None = None,
+        sensors: tuple[int, ...] | None = None,
     ) -> list[DetectionRecord]:
-        """Direct arrivals at every sensor but ``skip``; ``late`` adds seconds per sensor."""
+        """Arrivals from ``source`` at every sensor (or ``sensors``) but ``skip``.
+
+        ``late`` adds seconds per sensor; ``snr_db`` is every pulse's loudness.
+        """
         src = np.asarray(source, float)
         late = late or {}
+        chosen = range(len(self.sensors)) if sensors is None else sensors
         return [
-            self.pulse(i, self.arrival(src, i, fired_at) + late.get(i, 0.0))
-            for i in range(len(self.sensors))
+            self.pulse(i, self.arrival(src, i, fired_at) + late.get(i, 0.0), snr_db=snr_db)
+            for i in chosen
             if i not in skip
         ]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.locator.association import associate, gate, heard_share
+from services.locator.association import associate, echo_shadowed, gate, heard_share
 from services.locator.config import LocatorConfig
 from tests.unit.locator.conftest import SENSORS, C
 
@@ -144,3 +144,42 @@ def test_heard_share_counts_silent_sensors_near_the_source() -> None:
     assert heard_share(SENSORS[4], ring, SENSORS, 700.0) == pytest.approx(0.5)
     # out to the median heard distance (~428 m) everyone listening heard it
     assert heard_share(SENSORS[4], ring, SENSORS, 100.0) == 1.0
+
+
+# member pulses at sensors a, b, c, d (t = 1.0, 1.1, 1.2, 1.3 s, 10 dB) against earlier pulses
+_M_T = [1.0, 1.1, 1.2, 1.3]
+_M_S = ["a", "b", "c", "d"]
+_M_DB = [10.0, 10.0, 10.0, 10.0]
+
+
+@pytest.mark.parametrize(
+    ("prior", "expected"),
+    [
+        # louder pulse 0.4 s earlier at the same sensor: an echo of it
+        ([(0.6, "a", 20.0)], [True, False, False, False]),
+        # at least as loud counts (an echo is never louder than its direct sound)
+        ([(0.6, "a", 10.0)], [True, False, False, False]),
+        # quieter earlier pulse: the member may be a new, louder sound
+        ([(0.6, "a", 5.0)], [False, False, False, False]),
+        # earlier pulse at another sensor: says nothing about this one
+        ([(0.6, "z", 30.0)], [False, False, False, False]),
+        # beyond the echo horizon (6 s): too long a path to be heard
+        ([(-5.5, "a", 30.0)], [False, False, False, False]),
+        # later pulse: an echo comes after its direct sound, never before
+        ([(1.2, "a", 30.0)], [False, False, False, False]),
+        # unknown loudness: no evidence either way, not an echo
+        ([(0.6, "a", float("nan"))], [False, False, False, False]),
+        # every member trails an earlier pulse by the same 0.5 s: a repeat round, not echoes
+        ([(0.5, "a", 20.0), (0.6, "b", 20.0), (0.7, "c", 9.0), (0.8, "d", 20.0)],
+         [False, False, False, False]),
+        # only 2 of 4 (< 3) share a delay: no repeat, the louder ones are echoes
+        ([(0.5, "a", 20.0), (0.6, "b", 20.0), (0.2, "c", 20.0)], [True, True, True, False]),
+    ],
+)
+def test_echo_shadowed(prior: list[tuple[float, str, float]], expected: list[bool]) -> None:
+    mask = echo_shadowed(
+        np.array(_M_T), np.array(_M_S), np.array(_M_DB),
+        np.array([p[0] for p in prior]), np.array([p[1] for p in prior]),
+        np.array([p[2] for p in prior]), horizon_s=6.0, repeat_tol_s=0.05,
+    )
+    assert mask.tolist() == expected

@@ -202,3 +202,46 @@ def test_sensor_with_a_drifting_clock_is_flagged(config: LocatorConfig) -> None:
     assert len(latest(records)) == 8
     assert is_drifting(health["s07"], config)
     assert not any(is_drifting(h, config) for sid, h in health.items() if sid != "s07")
+
+
+def _wall_scene(echo_snr_db: float, rounds: tuple[float, ...] = (1.0,)) -> Scene:
+    """Shots at SOURCE plus their reflections off a wall along x = -100 m.
+
+    A plane reflector makes every echo look like a shot from the mirror image of the source
+    (x = -340 m), fired at the same instant; only sensors on the source's side of the wall
+    (x > -100) hear it. The direct sound is at 30 dB SNR.
+    """
+    scene = Scene()
+    image = SOURCE * np.array([1.0, 1.0, 1.0]) + np.array([-2 * (SOURCE[0] + 100.0), 0.0, 0.0])
+    same_side = tuple(i for i, s in enumerate(SENSORS) if s[0] > -100.0)
+    for at in rounds:
+        scene.shot(SOURCE, at, snr_db=30.0)
+        scene.shot(image, at, snr_db=echo_snr_db, sensors=same_side)
+    return scene
+
+
+def test_shot_with_echoes_off_a_wall_is_one_incident_not_two(config: LocatorConfig) -> None:
+    # with the heard-share check off, only the echo rule stands between echoes and a phantom
+    cfg = LocatorConfig(default_temperature_c=20.0, min_heard_share=0.0)
+    without = LocatorConfig(default_temperature_c=20.0, min_heard_share=0.0,
+                            reject_echo_fits=False)
+    assert len(latest(replay(_wall_scene(18.0).sorted(), without)[1])) == 2  # a phantom ...
+    engine, records = replay(_wall_scene(18.0).sorted(), cfg)
+    (incident,) = latest(records).values()  # ... that the echo rule removes
+    assert error_m(incident, SOURCE) < 0.1 and incident.sensor_count == 12
+    assert engine.echoes >= 1
+
+
+def test_burst_with_wall_echoes_is_one_incident_with_every_round(config: LocatorConfig) -> None:
+    # later rounds trail earlier ones by one interval at every sensor: not echoes
+    cfg = LocatorConfig(default_temperature_c=20.0, min_heard_share=0.0)
+    _, records = replay(_wall_scene(18.0, rounds=(1.0, 1.6, 2.25)).sorted(), cfg)
+    (incident,) = latest(records).values()
+    assert incident.rounds == 3 and error_m(incident, SOURCE) < 0.1
+
+
+def test_a_louder_later_source_is_not_taken_for_an_echo(config: LocatorConfig) -> None:
+    # same timing as a wall echo, but louder than the shot: no echo can be, a second source
+    cfg = LocatorConfig(default_temperature_c=20.0, min_heard_share=0.0)
+    _, records = replay(_wall_scene(36.0).sorted(), cfg)
+    assert len(latest(records)) == 2
