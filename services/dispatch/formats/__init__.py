@@ -1,0 +1,77 @@
+"""Alert message formats (pure): native JSON, OASIS CAP 1.2, NENA EIDO.
+
+One entry point::
+
+    render(fmt, incident, event, *, sender, previous=None) -> RenderedBody
+
+Rendering is a deterministic function of its arguments - no clock, no randomness - so every
+retry of a delivery carries a byte-identical body (only the signature headers change with the
+attempt time). Times inside messages come from the incident itself (``published_at`` is the
+message time).
+
+* ``event`` is what this subscriber is told (see
+  :func:`services.dispatch.routing.delivery_event`); it may differ from ``incident.event``.
+* ``sender`` identifies this Shotline installation, e.g. ``"shotline.city.example"``
+  (CAP ``<sender>``, EIDO issuing element and agency id; JSON ``sender``).
+* ``previous`` is the version this subscriber got last (for CAP ``<references>`` and the JSON
+  ``previous_version``); pass it for updated/cancelled messages whenever it is known.
+
+Raises ``ValueError`` for an unknown format/event, an empty sender, or a ``previous`` that is
+not an earlier version of the same incident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from shared.schemas import IncidentEvent, IncidentRecord
+
+FormatName = Literal["json", "cap", "eido"]
+FORMAT_NAMES: tuple[str, ...] = get_args(FormatName)
+EVENTS: tuple[str, ...] = get_args(IncidentEvent)
+
+
+@dataclass(frozen=True)
+class RenderedBody:
+    """An HTTP body and its ``Content-Type``."""
+
+    content_type: str
+    body: bytes
+
+
+def check_arguments(
+    incident: IncidentRecord, event: str, sender: str, previous: IncidentRecord | None
+) -> None:
+    """Common argument checks of every renderer (raises ValueError)."""
+    if event not in EVENTS:
+        raise ValueError(f"event must be one of {EVENTS}, not {event!r}")
+    if not sender or any(c.isspace() or c in ",<&" for c in sender):
+        # CAP forbids spaces, commas and the restricted characters < and & in <sender>
+        raise ValueError("sender must be a non-empty identifier without spaces, ',', '<', '&'")
+    if previous is not None and (
+        previous.incident_id != incident.incident_id or previous.version >= incident.version
+    ):
+        raise ValueError("previous must be an earlier version of the same incident")
+
+
+def render(
+    fmt: FormatName,
+    incident: IncidentRecord,
+    event: IncidentEvent,
+    *,
+    sender: str,
+    previous: IncidentRecord | None = None,
+) -> RenderedBody:
+    """Render one alert message in ``fmt`` (see the module docstring for the contract)."""
+    # imported here so that importing the package does not pull every renderer's deps
+    if fmt == "json":
+        from services.dispatch.formats import json as renderer
+    elif fmt == "cap":
+        from services.dispatch.formats import cap as renderer  # type: ignore[no-redef]
+    elif fmt == "eido":
+        from services.dispatch.formats import eido as renderer  # type: ignore[no-redef]
+    else:
+        raise ValueError(f"format must be one of {FORMAT_NAMES}, not {fmt!r}")
+    check_arguments(incident, event, sender, previous)
+    return renderer.render(incident, event, sender=sender, previous=previous)

@@ -1,0 +1,166 @@
+"""OASIS Common Alerting Protocol 1.2 (pure).
+
+Mapping of an incident version to one ``<alert>``:
+
+* ``identifier`` ``shotline-<incident_id>-v<version>``, ``sent`` = the version's
+  ``published_at`` (so ``references`` to it can be rebuilt from the previous record);
+* ``msgType`` Alert / Update / Cancel for created / updated / cancelled, ``references``
+  ``sender,identifier,sent`` of the previous version this receiver got, ``incidents`` the
+  incident id (correlates every message of one incident even without ``references``);
+* ``scope`` Restricted (public-safety dispatch), ``category`` Security, ``urgency``
+  Immediate (Past for a cancel), ``severity`` from the class, ``certainty`` from the gunfire
+  probability, ``eventCode`` APCO (``SHOOT``...), ``onset`` the first shot;
+* one ``area`` with a ``circle`` ``"lat,lon radius_km"`` = the 95 % error circle.
+
+CAP's date-time admits no ``Z`` and no fractional seconds: times are written
+``YYYY-MM-DDThh:mm:ss-00:00`` (UTC), truncated to the second; the exact times are kept in
+``parameter`` elements.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+
+from services.dispatch.formats import RenderedBody
+from shared.schemas import IncidentRecord, format_time
+
+CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
+CONTENT_TYPE = "application/common-alerting-protocol+xml"
+
+MSG_TYPES = {"created": "Alert", "updated": "Update", "cancelled": "Cancel"}
+EVENT_NAMES = {
+    "gunfire": "Gunfire",
+    "probable_gunfire": "Probable gunfire",
+    "fireworks": "Fireworks",
+    "other": "Impulsive noise",
+}
+#: APCO common incident type codes (NIEM apco namespace)
+APCO_CODES = {
+    "gunfire": "SHOOT",
+    "probable_gunfire": "SHOOT",
+    "fireworks": "FIREWRKS",
+    "other": "NOISE",
+}
+SEVERITIES = {
+    "gunfire": "Severe",
+    "probable_gunfire": "Severe",
+    "fireworks": "Minor",
+    "other": "Unknown",
+}
+RESTRICTION = "Public-safety dispatch and law enforcement only"
+SENDER_NAME = "Shotline acoustic gunfire detection"
+
+
+def cap_time(value: datetime) -> str:
+    """CAP 1.2 date-time: UTC as ``-00:00``, whole seconds (fraction truncated)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + "-00:00"
+
+
+def identifier(incident: IncidentRecord) -> str:
+    """The CAP identifier of one incident version (unique per sender)."""
+    return f"shotline-{incident.incident_id}-v{incident.version}"
+
+
+def reference(sender: str, incident: IncidentRecord) -> str:
+    """``sender,identifier,sent`` of the message rendered for ``incident`` (CAP references)."""
+    return f"{sender},{identifier(incident)},{cap_time(incident.published_at)}"
+
+
+def certainty(probability: float) -> str:
+    """CAP certainty from a gunfire probability (CAP: Likely > ~50 %, Possible <= ~50 %)."""
+    if probability > 0.5:
+        return "Likely"
+    if probability >= 0.05:
+        return "Possible"
+    return "Unlikely"
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
+    el = ET.SubElement(parent, f"{{{CAP_NS}}}{tag}")
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _pair(parent: ET.Element, tag: str, name: str, value: str) -> None:
+    el = _sub(parent, tag)
+    _sub(el, "valueName", name)
+    _sub(el, "value", value)
+
+
+def _description(incident: IncidentRecord, event: str) -> str:
+    loc = incident.location
+    what = EVENT_NAMES[incident.classification].lower()
+    text = (
+        f"Acoustic sensors located {incident.rounds} round(s) classified as {what} "
+        f"(gunfire probability {incident.gunfire_probability:.0%}) at "
+        f"{loc.lat:.6f}, {loc.lon:.6f} within {loc.radius95_m:.0f} m (95 %), "
+        f"zone {incident.zone}; first shot {format_time(incident.shot_time)}, "
+        f"{incident.sensor_count} sensor(s)."
+    )
+    if event == "cancelled":
+        text = "CANCELLED: this detection has been withdrawn. " + text
+    return text
+
+
+def render(
+    incident: IncidentRecord,
+    event: str,
+    *,
+    sender: str,
+    previous: IncidentRecord | None = None,
+) -> RenderedBody:
+    """One CAP 1.2 ``<alert>`` (UTF-8 XML with declaration). See the module docstring."""
+    cls = incident.classification
+    loc = incident.location
+    alert = ET.Element(f"{{{CAP_NS}}}alert")
+    _sub(alert, "identifier", identifier(incident))
+    _sub(alert, "sender", sender)
+    _sub(alert, "sent", cap_time(incident.published_at))
+    _sub(alert, "status", "Actual")
+    _sub(alert, "msgType", MSG_TYPES[event])
+    _sub(alert, "scope", "Restricted")
+    _sub(alert, "restriction", RESTRICTION)
+    if event != "created" and previous is not None:
+        _sub(alert, "references", reference(sender, previous))
+    _sub(alert, "incidents", incident.incident_id)
+
+    info = _sub(alert, "info")
+    _sub(info, "language", "en-US")
+    _sub(info, "category", "Security")
+    _sub(info, "event", EVENT_NAMES[cls])
+    if event == "cancelled":
+        _sub(info, "responseType", "AllClear")
+    _sub(info, "urgency", "Past" if event == "cancelled" else "Immediate")
+    _sub(info, "severity", SEVERITIES[cls])
+    _sub(
+        info,
+        "certainty",
+        "Unlikely" if event == "cancelled" else certainty(incident.gunfire_probability),
+    )
+    _pair(info, "eventCode", "APCO", APCO_CODES[cls])
+    _sub(info, "onset", cap_time(incident.shot_time))
+    _sub(info, "senderName", SENDER_NAME)
+    _sub(info, "headline", f"{EVENT_NAMES[cls]}: {incident.rounds} round(s), zone {incident.zone}")
+    _sub(info, "description", _description(incident, event))
+    for name, value in (
+        ("incidentVersion", str(incident.version)),
+        ("classification", cls),
+        ("gunfireProbability", f"{incident.gunfire_probability:.3f}"),
+        ("rounds", str(incident.rounds)),
+        ("sensorCount", str(incident.sensor_count)),
+        ("zone", incident.zone),
+        ("radius95Metres", f"{loc.radius95_m:.1f}"),
+        ("shotTime", format_time(incident.shot_time)),
+        ("lastShotTime", format_time(incident.last_shot_time)),
+        ("detectionReceivedAt", format_time(incident.first_detection_received_at)),
+    ):
+        _pair(info, "parameter", name, value)
+    area = _sub(info, "area")
+    _sub(area, "areaDesc", f"95 % confidence circle of the located shots, zone {incident.zone}")
+    _sub(area, "circle", f"{loc.lat:.6f},{loc.lon:.6f} {loc.radius95_m / 1000.0:.4f}")
+
+    # default_namespace keeps the document as CAP receivers expect it: <alert xmlns="...">
+    body = ET.tostring(alert, encoding="utf-8", xml_declaration=True, default_namespace=CAP_NS)
+    return RenderedBody(CONTENT_TYPE, body)

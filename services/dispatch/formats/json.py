@@ -1,0 +1,73 @@
+"""Shotline's native JSON alert (documented by ``schemas/alert.schema.json``).
+
+The envelope follows the Standard Webhooks payload convention
+(``{"type", "timestamp", "data"}``)::
+
+    {"type": "incident.created", "timestamp": "<published_at>",
+     "data": {"schema_version": 1, "incident_id": ..., "version": 2, "event": "created", ...}}
+
+Times are RFC 3339 UTC with six fractional digits (as on the incidents topic).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from services.dispatch.formats import RenderedBody
+from shared.schemas import IncidentRecord, format_time
+
+CONTENT_TYPE = "application/json"
+ALERT_SCHEMA_VERSION = 1
+#: The JSON Schema of the message (ships with the package).
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "alert.schema.json"
+
+
+def alert_document(
+    incident: IncidentRecord, event: str, *, sender: str, previous: IncidentRecord | None
+) -> dict[str, Any]:
+    """The alert as a JSON-ready dict (what :func:`render` serialises)."""
+    loc = incident.location
+    location: dict[str, Any] = {"lat": loc.lat, "lon": loc.lon, "radius95_m": loc.radius95_m}
+    if loc.semi_major_m is not None and loc.semi_minor_m is not None:
+        location["ellipse95"] = {
+            "semi_major_m": loc.semi_major_m,
+            "semi_minor_m": loc.semi_minor_m,
+            "orientation_deg": loc.orientation_deg,
+        }
+    return {
+        "type": f"incident.{event}",
+        "timestamp": format_time(incident.published_at),
+        "data": {
+            "schema_version": ALERT_SCHEMA_VERSION,
+            "sender": sender,
+            "incident_id": incident.incident_id,
+            "version": incident.version,
+            "previous_version": None if previous is None else previous.version,
+            "event": event,
+            "classification": incident.classification,
+            "gunfire_probability": incident.gunfire_probability,
+            "rounds": incident.rounds,
+            "shot_time": format_time(incident.shot_time),
+            "last_shot_time": format_time(incident.last_shot_time),
+            "location": location,
+            "sensor_count": incident.sensor_count,
+            "zone": incident.zone,
+            "detection_received_at": format_time(incident.first_detection_received_at),
+            "published_at": format_time(incident.published_at),
+        },
+    }
+
+
+def render(
+    incident: IncidentRecord,
+    event: str,
+    *,
+    sender: str,
+    previous: IncidentRecord | None = None,
+) -> RenderedBody:
+    """Serialise :func:`alert_document` (compact UTF-8 JSON)."""
+    doc = alert_document(incident, event, sender=sender, previous=previous)
+    return RenderedBody(CONTENT_TYPE, orjson.dumps(doc))

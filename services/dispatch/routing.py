@@ -1,0 +1,167 @@
+"""Who gets told what about an incident version (pure).
+
+:func:`route` picks, for one incident version, the subscriptions to deliver to and the event
+each of them is told (:func:`delivery_event`). :func:`validate_geofence` checks a GeoJSON
+geofence for the admin API (and for :class:`~services.dispatch.model.Subscription`).
+
+GeoJSON positions are ``[longitude, latitude]`` - the opposite of how people say them. A
+point on a geofence's edge counts as inside (an alert on the boundary street is wanted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from numbers import Real
+from typing import Any
+
+import shapely
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+from shapely.validation import explain_validity
+
+from services.dispatch.model import DeliveryPlan, Subscription
+from services.dispatch.signing import webhook_id
+from shared.schemas import IncidentEvent, IncidentRecord
+
+GEOFENCE_TYPES = ("Polygon", "MultiPolygon")
+
+
+def _check_position(position: Any, where: str) -> tuple[float, float]:
+    if not isinstance(position, list | tuple) or len(position) not in (2, 3):
+        raise ValueError(f"{where}: a position is [longitude, latitude] (optionally altitude)")
+    if not all(isinstance(v, Real) and not isinstance(v, bool) for v in position):
+        raise ValueError(f"{where}: coordinates must be numbers")
+    lon, lat = float(position[0]), float(position[1])
+    if not -180.0 <= lon <= 180.0:
+        raise ValueError(f"{where}: longitude {lon} out of range [-180, 180]")
+    if not -90.0 <= lat <= 90.0:
+        raise ValueError(
+            f"{where}: latitude {lat} out of range [-90, 90] "
+            "(GeoJSON order is [longitude, latitude])"
+        )
+    return lon, lat
+
+
+def _check_polygon(rings: Any, where: str) -> None:
+    if not isinstance(rings, list | tuple) or not rings:
+        raise ValueError(f"{where}: a polygon is a non-empty list of linear rings")
+    for r, ring in enumerate(rings):
+        ring_where = f"{where} ring {r}" if r else f"{where} exterior ring"
+        if not isinstance(ring, list | tuple) or len(ring) < 4:
+            raise ValueError(f"{ring_where}: a linear ring needs at least 4 positions")
+        points = [_check_position(p, f"{ring_where} position {i}") for i, p in enumerate(ring)]
+        # shapely would silently close an open ring; GeoJSON (RFC 7946 3.1.6) requires it
+        if points[0] != points[-1]:
+            raise ValueError(f"{ring_where} is not closed: the last position must equal the first")
+
+
+def validate_geofence(geojson: dict[str, Any]) -> BaseGeometry:
+    """The shapely geometry of a GeoJSON Polygon or MultiPolygon geometry object.
+
+    Raises ``ValueError`` naming the problem: not an object, wrong ``type``, malformed
+    coordinates, longitude/latitude out of range, unclosed ring, fewer than 4 positions in a
+    ring, self-intersection (with its location), zero area. Pure; does not prepare the
+    geometry (the caller may, with ``shapely.prepare``).
+    """
+    if not isinstance(geojson, dict):
+        raise ValueError("the geofence must be a GeoJSON geometry object")
+    kind = geojson.get("type")
+    if kind not in GEOFENCE_TYPES:
+        raise ValueError(f"geofence type must be Polygon or MultiPolygon, not {kind!r}")
+    coords = geojson.get("coordinates")
+    if kind == "Polygon":
+        _check_polygon(coords, "polygon")
+    else:
+        if not isinstance(coords, list | tuple) or not coords:
+            raise ValueError("a MultiPolygon is a non-empty list of polygons")
+        for p, rings in enumerate(coords):
+            _check_polygon(rings, f"polygon {p}")
+    geometry = shape({"type": kind, "coordinates": coords})
+    if not geometry.is_valid:
+        # e.g. "Self-intersection[-79.99 40.44]": shapely reports x y, i.e. lon lat
+        reason, _, where = explain_validity(geometry).partition("[")
+        coords = where.rstrip("]").split()
+        at = f" at lon {coords[0]}, lat {coords[1]}" if len(coords) == 2 else ""
+        raise ValueError(f"invalid {kind}: {reason}{at}")
+    if geometry.area <= 0.0:
+        raise ValueError(f"the {kind} has zero area")
+    return geometry
+
+
+def delivery_event(
+    incident: IncidentRecord, subscription: Subscription, already_notified: bool | None
+) -> IncidentEvent | None:
+    """The event this subscriber is told about this incident version, or None (not told).
+
+    ``already_notified``: did this subscriber get any earlier version of this incident
+    (``None``: unknown - the incident's own event is used and only the filters decide).
+
+    * An incident that newly matches (it crossed the class/probability threshold or moved
+      into the geofence only in a later version) is *created* for this subscriber, even if
+      the incident itself is ``updated``; a *cancel* of an incident they never heard of is
+      not sent.
+    * Once told, a subscriber hears every later update and the cancel even if the incident
+      stops matching (downgraded to fireworks, moved out of the area): an officer sent to
+      gunfire must learn that it was reclassified.
+    * Then the subscription's ``events`` and ``enabled`` apply.
+    """
+    if not subscription.enabled:
+        return None
+    event: IncidentEvent = incident.event
+    if already_notified is False:
+        if event == "cancelled":
+            return None
+        event = "created"
+    sticky = already_notified is True and event in ("updated", "cancelled")
+    if not sticky and not matches(incident, subscription):
+        return None
+    return event if event in subscription.events else None
+
+
+def matches(incident: IncidentRecord, subscription: Subscription) -> bool:
+    """Do the subscription's filters (geofence, classes, min probability) take this incident?"""
+    if incident.classification not in subscription.classes:
+        return False
+    if incident.gunfire_probability < subscription.min_probability:
+        return False
+    loc = incident.location
+    # prepared geometry (Subscription.geometry): point-in-polygon without building a Point
+    return bool(shapely.intersects_xy(subscription.geometry, loc.lon, loc.lat))
+
+
+def route(
+    incident: IncidentRecord,
+    subscriptions: Sequence[Subscription],
+    now: datetime,
+    *,
+    notified: Collection[str] | None = None,
+) -> list[DeliveryPlan]:
+    """The deliveries of one incident version, in the order of ``subscriptions``.
+
+    ``notified``: ids of subscriptions that already got an earlier version of this incident
+    (from the outbox). Pass it - without it (``None``) an ``updated`` event reaches only
+    subscriptions it matches, as ``updated``, and newcomers miss the "created" upgrade (see
+    :func:`delivery_event`). ``now`` stamps the plans (``planned_at``). Never raises for a
+    valid ``Subscription`` (they validate themselves on construction).
+    """
+    plans: list[DeliveryPlan] = []
+    for sub in subscriptions:
+        already = None if notified is None else sub.subscription_id in notified
+        event = delivery_event(incident, sub, already)
+        if event is None:
+            continue
+        plans.append(
+            DeliveryPlan(
+                subscription_id=sub.subscription_id,
+                channel=sub.channel,
+                format=sub.format,
+                endpoint=sub.endpoint,
+                incident_id=incident.incident_id,
+                version=incident.version,
+                event=event,
+                webhook_id=webhook_id(sub.subscription_id, incident.incident_id, incident.version),
+                planned_at=now,
+            )
+        )
+    return plans

@@ -1,0 +1,1 @@
+"""Test support shared by test areas (loopback receivers, fakes of external services)."""
