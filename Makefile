@@ -1,5 +1,6 @@
 # Two commands on a fresh machine (Python 3.11+ and make are all it needs):
-#   make run    the whole pipeline on the embedded defaults (broker, database, services)
+#   make run    the whole pipeline on the embedded defaults (broker, database, services),
+#               fed by a simulated sensor array so alerts can be seen arriving
 #   make test   lint + the full test suite against a real broker and a real database
 VENV   ?= .venv
 PYTHON ?= python3
@@ -16,7 +17,7 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 install: $(BIN)/.installed
 
 run: install
-	$(BIN)/shotline run
+	$(BIN)/shotline run --demo
 
 test: install
 	$(BIN)/ruff check .

@@ -39,6 +39,17 @@ app = typer.Typer(
 sensors_app = typer.Typer(help="The sensor registry.", no_args_is_help=True)
 app.add_typer(sensors_app, name="sensors")
 
+
+def _mount_service_apps() -> None:
+    from services.dispatch.cli import app as dispatch_app
+    from services.locator.cli import app as locator_app
+
+    app.add_typer(locator_app, name="locator")
+    app.add_typer(dispatch_app, name="dispatch")
+
+
+_mount_service_apps()
+
 err = Console(stderr=True)
 out = Console()
 
@@ -101,6 +112,25 @@ def ingest() -> None:
     from services.ingest.main import run
 
     run(IngestSettings())
+
+
+@app.command()
+@operator_errors
+def run(
+    demo: Annotated[
+        bool,
+        typer.Option(help="Also simulate a sensor array, shots and a CAD receiver (see alerts)"),
+    ] = False,
+    demo_every_s: Annotated[float, typer.Option(help="Seconds between simulated situations")] = 8.0,
+) -> None:
+    """Run the whole pipeline (ingest, locator, dispatch) on the embedded defaults.
+
+    KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL unset: an embedded broker (IN-MEMORY log) and an
+    embedded PostgreSQL (.shotline/pgdata) are started and stopped with this command.
+    """
+    from services.runner import run_pipeline
+
+    run_pipeline(demo=demo, demo_every_s=demo_every_s)
 
 
 @sensors_app.command("add")

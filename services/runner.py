@@ -144,3 +144,67 @@ class Supervisor:
             service = self.running.pop(component.name, None)
             if service is not None:
                 await service.stop(timeout_s)
+
+
+def run_pipeline(*, demo: bool = False, demo_every_s: float = 8.0) -> None:
+    """``shotline run``: blocks until SIGTERM/SIGINT or until a component keeps failing.
+
+    Raises PipelineFailed in the latter case, EmbeddedStartError if an embedded server cannot
+    start, pydantic.ValidationError on bad settings.
+    """
+    from rich.console import Console
+
+    from services.pipeline import Pipeline, PipelineSettings
+    from shared.logging import configure_logging
+    from shared.runtime import infrastructure, wait_for_signal
+
+    console = Console(stderr=True)
+    settings = PipelineSettings.from_env()
+    configure_logging(settings.ingest.log_level)
+    with infrastructure(settings.ingest) as infra:
+
+        async def _main() -> None:
+            pipeline = Pipeline(settings, infra.bootstrap_servers, infra.database_url)
+            await pipeline.start()
+            _print_banner(console, pipeline, infra, settings.generated_admin_token)
+            background: list[asyncio.Task[None]] = []
+            if demo:
+                from services.demo import run_demo
+
+                background.append(asyncio.create_task(run_demo(pipeline, console, demo_every_s)))
+            signal_task = asyncio.create_task(wait_for_signal())
+            failure_task = asyncio.create_task(pipeline.failed())
+            try:
+                done, _ = await asyncio.wait(
+                    [signal_task, failure_task, *background], return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    task.result()  # re-raise a failure (PipelineFailed, a demo error)
+            finally:
+                for task in [signal_task, failure_task, *background]:
+                    task.cancel()
+                await asyncio.gather(signal_task, failure_task, *background, return_exceptions=True)
+                console.print("stopping…")
+                await pipeline.stop()
+
+        asyncio.run(_main())
+
+
+def _print_banner(
+    console: object, pipeline: object, infra: object, admin_token: str | None
+) -> None:
+    from rich.console import Console
+
+    assert isinstance(console, Console)
+    kafka = infra.bootstrap_servers  # type: ignore[attr-defined]
+    memory = " [bold yellow](embedded, IN-MEMORY: lost on exit)[/]" if infra.embedded_kafka else ""  # type: ignore[attr-defined]
+    console.print("[bold]Shotline is running[/] (Ctrl-C to stop)")
+    console.print(f"  ingest    {pipeline.ingest_url}/docs")  # type: ignore[attr-defined]
+    console.print(f"  dispatch  {pipeline.dispatch_url}/docs")  # type: ignore[attr-defined]
+    console.print(f"  kafka     {kafka}{memory}")
+    database = (
+        "embedded PostgreSQL in .shotline/pgdata" if infra.embedded_postgres else "DATABASE_URL"
+    )  # type: ignore[attr-defined]
+    console.print(f"  database  {database}")
+    if admin_token:
+        console.print(f"  dispatch admin token (generated for this run): {admin_token}")

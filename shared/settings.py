@@ -43,10 +43,14 @@ class CommonSettings(BaseSettings):
         description="Project-local folder for the embedded database's files.",
     )
     detections_topic: str = Field(
-        default="shotline.detections", validation_alias=_env("SHOTLINE_DETECTIONS_TOPIC")
+        default="shotline.detections",
+        validation_alias=_env("SHOTLINE_DETECTIONS_TOPIC"),
+        description="Topic of accepted detections, keyed by coverage zone",
     )
     incidents_topic: str = Field(
-        default="shotline.incidents", validation_alias=_env("SHOTLINE_INCIDENTS_TOPIC")
+        default="shotline.incidents",
+        validation_alias=_env("SHOTLINE_INCIDENTS_TOPIC"),
+        description="Topic of located incident versions, keyed by incident id",
     )
     topic_partitions: int = Field(
         default=6,
@@ -62,7 +66,11 @@ class CommonSettings(BaseSettings):
         validation_alias=_env("SHOTLINE_KAFKA_SESSION_TIMEOUT_MS"),
         description="Consumer group session timeout. A group join takes about half of it.",
     )
-    log_level: str = Field(default="INFO", validation_alias=_env("SHOTLINE_LOG_LEVEL"))
+    log_level: str = Field(
+        default="INFO",
+        validation_alias=_env("SHOTLINE_LOG_LEVEL"),
+        description="DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr",
+    )
 
     @field_validator("log_level")
     @classmethod

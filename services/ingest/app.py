@@ -170,6 +170,11 @@ class IngestService:
                 raise TimeoutError("ingest did not start in time")
             await asyncio.sleep(0.02)
 
+    async def wait(self) -> None:
+        """Returns (or raises) when the server stops by itself: the supervisor's hook."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stop accepting, finish in-flight requests, close Kafka and Postgres. Bounded."""
         if self._task is None:

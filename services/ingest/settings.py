@@ -38,4 +38,6 @@ class IngestSettings(CommonSettings):
     dedup_capacity: int = Field(
         default=1_000_000, ge=1000, description="Detection ids remembered for duplicate replies"
     )
-    db_pool_size: int = Field(default=8, ge=1, le=100)
+    db_pool_size: int = Field(
+        default=8, ge=1, le=100, description="PostgreSQL connections (token lookups)"
+    )

@@ -1,0 +1,579 @@
+"""The dispatch admin API: subscriptions, deliveries (dead letters, replay), incidents, outcomes.
+
+Every ``/v1`` route needs ``Authorization: Bearer <SHOTLINE_DISPATCH_ADMIN_TOKEN>`` (401
+otherwise). ``/healthz``, ``/readyz`` and ``/metrics`` are open (probes and scrapers).
+Errors are JSON ``{"detail": …, "errors": [{"field", "reason"}]}``; a 422 names the field.
+
+A webhook subscription's signing secret is returned only by the create and the rotate
+responses; it is never listed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import asyncpg
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.dispatch import store
+from services.dispatch.routing import validate_geofence
+from services.dispatch.settings import DispatchSettings
+from services.dispatch.signing import generate_secret
+from shared.clock import Clock
+from shared.kafka import broker_reachable
+from shared.metrics import metrics_response
+from shared.schemas import IncidentClass, IncidentEvent, UtcTime
+
+ALERT_SCHEMA_PATH = Path(__file__).with_name("schemas") / "alert.schema.json"
+
+Evidence = Literal["casings", "victim", "witness", "none"]
+Format = Literal["json", "cap", "eido"]
+Channel = Literal["webhook", "push"]
+DeliveryStatus = Literal["pending", "delivered", "failed", "dead"]
+
+
+@dataclass
+class ApiState:
+    settings: DispatchSettings
+    pool: asyncpg.Pool
+    bootstrap_servers: str
+    clock: Clock
+
+
+# --------------------------------------------------------------------------------------------
+# Request / response bodies
+# --------------------------------------------------------------------------------------------
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WebPushKeys(_In):
+    p256dh: str = Field(min_length=16, description="Browser's P-256 public key, base64url")
+    auth: str = Field(min_length=8, description="Browser's auth secret, base64url")
+
+
+class WebPushInfo(_In):
+    """A browser PushSubscription as ``PushSubscription.toJSON()`` gives it."""
+
+    endpoint: str = Field(description="The push service URL of this browser")
+    keys: WebPushKeys
+    expirationTime: float | None = None  # the browser's own field name
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_url(value)
+
+
+class FcmInfo(_In):
+    token: str = Field(min_length=8, max_length=4096, description="FCM registration token")
+
+
+class PushTarget(_In):
+    """Exactly one of a Web Push subscription or an FCM registration token."""
+
+    webpush: WebPushInfo | None = None
+    fcm: FcmInfo | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PushTarget:
+        if (self.webpush is None) == (self.fcm is None):
+            raise ValueError("give exactly one of 'webpush' or 'fcm'")
+        return self
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL")
+    return value
+
+
+def _check_geofence(value: dict[str, Any]) -> dict[str, Any]:
+    validate_geofence(value)  # raises ValueError naming the problem
+    return value
+
+
+class SubscriptionIn(_In):
+    name: str = Field(min_length=1, max_length=200)
+    channel: Channel
+    geofence: dict[str, Any] = Field(
+        description="GeoJSON Polygon or MultiPolygon (lon, lat order), WGS84"
+    )
+    classes: list[IncidentClass] = Field(
+        default=["gunfire", "probable_gunfire"], min_length=1, description="Wanted classes"
+    )
+    min_probability: float = Field(default=0.5, ge=0, le=1)
+    events: list[IncidentEvent] = Field(default=["created", "updated", "cancelled"], min_length=1)
+    format: Format = Field(default="json", description="Webhook body format")
+    url: str | None = Field(default=None, description="Webhook URL (webhook channel)")
+    push: PushTarget | None = Field(default=None, description="Push target (push channel)")
+
+    @field_validator("geofence")
+    @classmethod
+    def _geofence(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_geofence(value)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+    @model_validator(mode="after")
+    def _channel_fields(self) -> SubscriptionIn:
+        if self.channel == "webhook":
+            if self.url is None:
+                raise ValueError("url: required for a webhook subscription")
+            if self.push is not None:
+                raise ValueError("push: not allowed for a webhook subscription")
+        else:
+            if self.push is None:
+                raise ValueError("push: required for a push subscription")
+            if self.url is not None:
+                raise ValueError("url: not allowed for a push subscription")
+            if self.format != "json":
+                raise ValueError("format: push subscriptions carry the native JSON alert only")
+        return self
+
+
+class SubscriptionPatch(_In):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    geofence: dict[str, Any] | None = None
+    classes: list[IncidentClass] | None = Field(default=None, min_length=1)
+    min_probability: float | None = Field(default=None, ge=0, le=1)
+    events: list[IncidentEvent] | None = Field(default=None, min_length=1)
+    format: Format | None = None
+    url: str | None = None
+    push: PushTarget | None = None
+    status: Literal["active", "disabled"] | None = None
+
+    @field_validator("geofence")
+    @classmethod
+    def _geofence(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else _check_geofence(value)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+
+class RotateIn(_In):
+    overlap_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=30 * 86_400,
+        description="How long the current secret keeps signing (default from settings)",
+    )
+
+
+class OutcomeIn(_In):
+    units_dispatched: int = Field(ge=0, le=10_000)
+    arrival_time: UtcTime | None = Field(default=None, description="First unit on scene")
+    evidence: list[Evidence] = Field(min_length=1)
+    call_911: bool = Field(description="Whether a 911 call came in for this incident")
+    disposition: str = Field(default="", max_length=10_000)
+
+    @model_validator(mode="after")
+    def _none_alone(self) -> OutcomeIn:
+        if "none" in self.evidence and len(set(self.evidence)) > 1:
+            raise ValueError("evidence: 'none' cannot be combined with other evidence")
+        return self
+
+
+class ReplayFilter(_In):
+    status: Literal["dead", "failed"] = "dead"
+    subscription_id: str | None = None
+    incident_id: str | None = None
+    since: UtcTime | None = Field(default=None, description="Created at or after")
+    until: UtcTime | None = Field(default=None, description="Created before")
+
+
+def _public(sub: store.SubscriptionRow) -> dict[str, Any]:
+    """A subscription as the API shows it (never with a secret)."""
+    return asdict(sub)
+
+
+# --------------------------------------------------------------------------------------------
+# Routes
+# --------------------------------------------------------------------------------------------
+
+
+def _state(request: Request) -> ApiState:
+    return request.app.state.dispatch  # type: ignore[no-any-return]
+
+
+async def require_admin(request: Request) -> None:
+    """401 unless the request carries the admin bearer token."""
+    expected = _state(request).settings.admin_token.get_secret_value()
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), expected.encode()
+    ):
+        raise HTTPException(
+            401, "missing or wrong admin bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+StateDep = Annotated[ApiState, Depends(_state)]
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_admin)])
+
+
+def _not_found(what: str, ident: object) -> HTTPException:
+    return HTTPException(404, f"{what} {ident} not found")
+
+
+@v1.post("/subscriptions", status_code=201, tags=["subscriptions"])
+async def create_subscription(body: SubscriptionIn, state: StateDep) -> dict[str, Any]:
+    """Create a subscription. For webhooks the response carries ``secret``: shown only now."""
+    secret = generate_secret() if body.channel == "webhook" else None
+    sub = await store.create_subscription(
+        state.pool,
+        name=body.name,
+        channel=body.channel,
+        geofence=body.geofence,
+        classes=body.classes,
+        min_probability=body.min_probability,
+        events=body.events,
+        format=body.format,
+        url=body.url,
+        push=None if body.push is None else body.push.model_dump(exclude_none=True),
+        secret=secret,
+    )
+    out = _public(sub)
+    if secret is not None:
+        out["secret"] = secret
+    return out
+
+
+@v1.get("/subscriptions", tags=["subscriptions"])
+async def list_subscriptions(
+    state: StateDep,
+    status: Literal["active", "disabled"] | None = None,
+    channel: Channel | None = None,
+) -> list[dict[str, Any]]:
+    subs = await store.list_subscriptions(state.pool, status=status, channel=channel)
+    return [_public(s) for s in subs]
+
+
+@v1.get("/subscriptions/{subscription_id}", tags=["subscriptions"])
+async def get_subscription(subscription_id: str, state: StateDep) -> dict[str, Any]:
+    sub = await store.get_subscription(state.pool, subscription_id)
+    if sub is None:
+        raise _not_found("subscription", subscription_id)
+    return _public(sub)
+
+
+@v1.patch("/subscriptions/{subscription_id}", tags=["subscriptions"])
+async def update_subscription(
+    subscription_id: str, body: SubscriptionPatch, state: StateDep
+) -> dict[str, Any]:
+    """Change fields (the channel is fixed); ``status: active`` re-enables a disabled one."""
+    current = await store.get_subscription(state.pool, subscription_id)
+    if current is None:
+        raise _not_found("subscription", subscription_id)
+    changes = body.model_dump(exclude_unset=True)
+    if "push" in changes and body.push is not None:
+        changes["push"] = body.push.model_dump(exclude_none=True)
+    problems = []
+    if current.channel == "webhook" and ("push" in changes or changes.get("url", "") is None):
+        problems.append(
+            {
+                "field": "push" if "push" in changes else "url",
+                "reason": "a webhook subscription needs a url and takes no push target",
+            }
+        )
+    if current.channel == "push" and (
+        "url" in changes
+        or changes.get("push", {}) is None
+        or changes.get("format", "json") != "json"
+    ):
+        problems.append(
+            {
+                "field": "url" if "url" in changes else "push",
+                "reason": "a push subscription needs a push target, no url, format json",
+            }
+        )
+    if problems:
+        raise HTTPException(422, {"detail": "invalid request", "errors": problems})
+    if not changes:
+        return _public(current)
+    sub = await store.update_subscription(state.pool, subscription_id, changes)
+    if sub is None:
+        raise _not_found("subscription", subscription_id)
+    return _public(sub)
+
+
+@v1.post("/subscriptions/{subscription_id}/disable", tags=["subscriptions"])
+async def disable_subscription(subscription_id: str, state: StateDep) -> dict[str, Any]:
+    """Stop alerting this subscriber; its pending deliveries are marked failed."""
+    async with state.pool.acquire() as conn, conn.transaction():
+        sub = await store.disable_subscription(conn, subscription_id, "disabled by an operator")
+        if sub is None:
+            raise _not_found("subscription", subscription_id)
+        await store.fail_pending_of(conn, subscription_id, "subscription disabled")
+    return _public(sub)
+
+
+@v1.delete("/subscriptions/{subscription_id}", tags=["subscriptions"])
+async def delete_subscription(subscription_id: str, state: StateDep) -> dict[str, Any]:
+    """Same as disable: rows are kept (deliveries refer to them, for the record)."""
+    return await disable_subscription(subscription_id, state)
+
+
+@v1.post("/subscriptions/{subscription_id}/rotate-secret", tags=["subscriptions"])
+async def rotate_secret(
+    subscription_id: str, state: StateDep, body: RotateIn | None = None
+) -> dict[str, Any]:
+    """New signing secret (shown only now). The old one keeps signing until ``valid_until``:
+    during the overlap every request carries both signatures."""
+    sub = await store.get_subscription(state.pool, subscription_id)
+    if sub is None:
+        raise _not_found("subscription", subscription_id)
+    if sub.channel != "webhook":
+        raise HTTPException(409, f"subscription {subscription_id} is not a webhook")
+    overlap = (
+        state.settings.secret_overlap_s
+        if body is None or body.overlap_s is None
+        else (body.overlap_s)
+    )
+    valid_until = state.clock() + timedelta(seconds=overlap)
+    secret = generate_secret()
+    await store.rotate_secret(state.pool, subscription_id, secret, valid_until)
+    return {
+        "subscription_id": subscription_id,
+        "secret": secret,
+        "previous_secret_valid_until": valid_until,
+    }
+
+
+@v1.get("/deliveries", tags=["deliveries"])
+async def list_deliveries(
+    state: StateDep,
+    status: DeliveryStatus | None = None,
+    subscription_id: str | None = None,
+    incident_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after_id: Annotated[int, Query(ge=0, description="Page: ids greater than this")] = 0,
+) -> list[dict[str, Any]]:
+    """Deliveries, oldest first; ``status=dead`` lists the dead letters."""
+    return await store.list_deliveries(
+        state.pool,
+        status=status,
+        subscription_id=subscription_id,
+        incident_id=incident_id,
+        limit=limit,
+        after_id=after_id,
+    )
+
+
+@v1.get("/deliveries/{delivery_id}", tags=["deliveries"])
+async def get_delivery(delivery_id: int, state: StateDep) -> dict[str, Any]:
+    """One delivery with every attempt (start, finish, status code, error, duration)."""
+    found = await store.get_delivery(state.pool, delivery_id)
+    if found is None:
+        raise _not_found("delivery", delivery_id)
+    return found
+
+
+@v1.post("/deliveries/replay", tags=["deliveries"])
+async def replay_many(body: ReplayFilter, state: StateDep) -> dict[str, Any]:
+    """Replay every matching dead (or failed) delivery; each keeps its webhook-id."""
+    ids = await store.replay(
+        state.pool,
+        status=body.status,
+        subscription_id=body.subscription_id,
+        incident_id=body.incident_id,
+        since=body.since,
+        until=body.until,
+    )
+    return {"replayed": len(ids), "delivery_ids": ids}
+
+
+@v1.post("/deliveries/{delivery_id}/replay", tags=["deliveries"])
+async def replay_one(delivery_id: int, state: StateDep) -> dict[str, Any]:
+    """Send a dead or failed delivery again, with the same webhook-id and body."""
+    status = await store.delivery_status(state.pool, delivery_id)
+    if status is None:
+        raise _not_found("delivery", delivery_id)
+    if status not in {"dead", "failed"}:
+        raise HTTPException(
+            409,
+            f"delivery {delivery_id} is {status}; only dead or failed deliveries can be replayed",
+        )
+    ids = await store.replay(state.pool, delivery_id=delivery_id, status=status)
+    if not ids:
+        raise HTTPException(
+            409, f"delivery {delivery_id}'s subscription is disabled; enable it first"
+        )
+    return {"replayed": 1, "delivery_ids": ids}
+
+
+@v1.get("/incidents", tags=["incidents"])
+async def list_incidents(
+    state: StateDep,
+    zone: str | None = None,
+    before: Annotated[datetime | None, Query(description="Shot time before (paging)")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    """Incidents as received, newest shot first."""
+    return await store.list_incidents(state.pool, limit=limit, zone=zone, before=before)
+
+
+@v1.get("/incidents/{incident_id}", tags=["incidents"])
+async def get_incident(incident_id: str, state: StateDep) -> dict[str, Any]:
+    """The current record, every version as received, every delivery, every outcome."""
+    found = await store.get_incident(state.pool, incident_id)
+    if found is None:
+        raise _not_found("incident", incident_id)
+    found["outcomes"] = await store.list_outcomes(state.pool, incident_id)
+    return found
+
+
+@v1.post("/incidents/{incident_id}/outcome", status_code=201, tags=["incidents"])
+async def post_outcome(incident_id: str, body: OutcomeIn, state: StateDep) -> dict[str, Any]:
+    """Record what the dispatch centre found; each POST is a new outcome version."""
+    row = await store.add_outcome(
+        state.pool,
+        incident_id,
+        units_dispatched=body.units_dispatched,
+        arrival_time=body.arrival_time,
+        evidence=body.evidence,
+        call_911=body.call_911,
+        disposition=body.disposition,
+    )
+    if row is None:
+        raise _not_found("incident", incident_id)
+    return row
+
+
+@v1.get("/incidents/{incident_id}/outcome", tags=["incidents"])
+async def get_outcomes(incident_id: str, state: StateDep) -> list[dict[str, Any]]:
+    """Every outcome version of the incident, oldest first."""
+    if not await store.incident_exists(state.pool, incident_id):
+        raise _not_found("incident", incident_id)
+    return await store.list_outcomes(state.pool, incident_id)
+
+
+# --------------------------------------------------------------------------------------------
+# App
+# --------------------------------------------------------------------------------------------
+
+
+def _alert_schema() -> dict[str, Any]:
+    try:
+        return json.loads(ALERT_SCHEMA_PATH.read_text())  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return {"type": "object", "description": "Native JSON alert (schema file missing)"}
+
+
+def _openapi_alert_schema(schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The alert's JSON Schema made embeddable: its ``$defs`` become components named
+    ``IncidentAlert_<name>`` and its ``#/$defs/`` references point there."""
+    text = json.dumps(schema).replace('"#/$defs/', '"#/components/schemas/IncidentAlert_')
+    rewritten = json.loads(text)
+    defs = rewritten.pop("$defs", {})
+    for key in ("$schema", "$id"):
+        rewritten.pop(key, None)
+    return rewritten, {f"IncidentAlert_{name}": value for name, value in defs.items()}
+
+
+def create_app(state: ApiState) -> FastAPI:
+    """The admin ASGI app over an already connected pool (the service owns its life)."""
+    app = FastAPI(
+        title="Shotline dispatch",
+        version="1.0",
+        summary="Subscriptions, delivery records and outcome feedback for gunfire alerts.",
+    )
+    app.state.dispatch = state
+    app.include_router(v1)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(store.ping(state.pool), 2.0)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {exc.__class__.__name__}"
+        ok = await asyncio.to_thread(broker_reachable, state.bootstrap_servers)
+        checks["broker"] = "ok" if ok else "unreachable"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = metrics_response()
+        return Response(body, media_type=content_type)
+
+    alert_schema, alert_defs = _openapi_alert_schema(_alert_schema())
+
+    @app.webhooks.post("incident-alert")
+    def incident_alert() -> None:
+        """What a webhook subscriber with ``format: json`` receives (Standard Webhooks
+        headers ``webhook-id``, ``webhook-timestamp``, ``webhook-signature``). ``cap`` and
+        ``eido`` subscribers receive the same alert as CAP 1.2 or NENA EIDO XML/JSON."""
+
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = original_openapi()
+        hook = doc.get("webhooks", {}).get("incident-alert", {}).get("post")
+        if hook is not None:
+            components = doc.setdefault("components", {}).setdefault("schemas", {})
+            components.update(alert_defs)
+            components["IncidentAlert"] = alert_schema
+            hook["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/IncidentAlert"}}
+                },
+            }
+            hook["responses"] = {
+                "2XX": {"description": "Acknowledged; any other status is retried or fails"}
+            }
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for e in exc.errors():
+            loc = [str(p) for p in e["loc"] if p not in ("body", "query", "path")]
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            # model-level errors name their field as "field: reason"
+            head, sep, tail = msg.partition(": ")
+            if not loc and sep and " " not in head:
+                loc, msg = [head], tail
+            errors.append({"field": ".".join(loc) or "body", "reason": msg})
+        return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = exc.detail if isinstance(exc.detail, dict) else {"detail": exc.detail}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    return app

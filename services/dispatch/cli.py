@@ -1,0 +1,163 @@
+"""``shotline dispatch``: run the dispatch service, inspect dead letters, replay them.
+
+* ``shotline dispatch`` — run (SHOTLINE_DISPATCH_* settings; blocks until SIGTERM/SIGINT);
+* ``shotline dispatch dead-letters list`` — deliveries that exhausted their retries;
+* ``shotline dispatch replay ID …`` / ``--all-dead`` — send them again (same webhook-id).
+
+Operator mistakes (bad settings, unknown id, unreachable database) end in one line on stderr
+and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import asyncpg
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from services.dispatch import store
+from shared.db import MigrationError, migrate_url
+from shared.embedded import EmbeddedStartError
+from shared.runtime import infrastructure
+from shared.settings import CommonSettings
+
+app = typer.Typer(
+    help="Alert dispatch: webhooks and officer push for located incidents.",
+    pretty_exceptions_enable=False,
+)
+dead_letters_app = typer.Typer(
+    help="Deliveries that exhausted their retries.", no_args_is_help=True
+)
+app.add_typer(dead_letters_app, name="dead-letters")
+
+err = Console(stderr=True)
+out = Console()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(2)
+
+
+def _operator_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+            )
+            raise _fail(f"invalid settings: {problems}") from None
+        except (MigrationError, EmbeddedStartError, asyncpg.PostgresError) as exc:
+            raise _fail(str(exc)) from None
+        except (OSError, ConnectionError) as exc:
+            raise _fail(f"cannot reach the database: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _with_pool(action: Callable[[asyncpg.Pool], Awaitable[Any]]) -> Any:
+    settings = CommonSettings()
+    with infrastructure(settings, need_kafka=False) as infra:
+
+        async def _go() -> Any:
+            await migrate_url(infra.database_url)
+            pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=2)
+            try:
+                return await action(pool)
+            finally:
+                await pool.close()
+
+        return asyncio.run(_go())
+
+
+@app.callback(invoke_without_command=True)
+@_operator_errors
+def main(ctx: typer.Context) -> None:
+    """Run the dispatch service (consumer, delivery workers, admin API) until a signal."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from services.dispatch.main import run
+    from services.dispatch.settings import DispatchSettings
+
+    run(DispatchSettings())  # type: ignore[call-arg]  # admin_token comes from the environment
+
+
+@dead_letters_app.command("list")
+@_operator_errors
+def dead_letters_list(
+    subscription: Annotated[str | None, typer.Option(help="Only this subscription")] = None,
+    incident: Annotated[str | None, typer.Option(help="Only this incident")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+) -> None:
+    """List dead-lettered deliveries, oldest first."""
+
+    async def _go(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+        return await store.list_deliveries(
+            pool, status="dead", subscription_id=subscription, incident_id=incident, limit=limit
+        )
+
+    rows = _with_pool(_go)
+    table = Table("id", "subscription", "incident", "v", "webhook-id", "attempts", "last error")
+    for r in rows:
+        table.add_row(
+            str(r["delivery_id"]),
+            r["subscription_id"],
+            r["incident_id"],
+            str(r["version"]),
+            r["webhook_id"],
+            str(r["attempts"]),
+            r["last_error"] or "",
+        )
+    out.print(table)
+    err.print(f"{len(rows)} dead letter(s)")
+
+
+@app.command("replay")
+@_operator_errors
+def replay(
+    delivery_ids: Annotated[
+        list[int] | None, typer.Argument(help="Delivery ids to replay (see dead-letters list)")
+    ] = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Every dead letter")] = False,
+    subscription: Annotated[str | None, typer.Option(help="With --all-dead: only this")] = None,
+    incident: Annotated[str | None, typer.Option(help="With --all-dead: only this")] = None,
+) -> None:
+    """Send dead (or failed) deliveries again, with the same webhook-id and body."""
+    if not delivery_ids and not all_dead:
+        raise _fail("give delivery ids, or --all-dead")
+    if delivery_ids and all_dead:
+        raise _fail("give delivery ids or --all-dead, not both")
+
+    async def _go(pool: asyncpg.Pool) -> tuple[list[int], list[str]]:
+        if all_dead:
+            ids = await store.replay(
+                pool, status="dead", subscription_id=subscription, incident_id=incident
+            )
+            return ids, []
+        done: list[int] = []
+        problems: list[str] = []
+        for delivery_id in delivery_ids or []:
+            status = await store.delivery_status(pool, delivery_id)
+            if status is None:
+                problems.append(f"delivery {delivery_id} not found")
+            elif status not in {"dead", "failed"}:
+                problems.append(f"delivery {delivery_id} is {status}, not dead or failed")
+            elif not await store.replay(pool, delivery_id=delivery_id, status=status):
+                problems.append(f"delivery {delivery_id}: its subscription is disabled")
+            else:
+                done.append(delivery_id)
+        return done, problems
+
+    done, problems = _with_pool(_go)
+    out.print(f"replayed {len(done)} deliver{'y' if len(done) == 1 else 'ies'}")
+    if problems:
+        raise _fail("; ".join(problems))

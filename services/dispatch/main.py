@@ -1,0 +1,195 @@
+"""Dispatch wiring: the embeddable :class:`DispatchService` and ``run(settings)``.
+
+One instance = the incidents consumer (Kafka → Postgres outbox), the delivery workers
+(outbox → receivers) and the admin API (uvicorn). Several instances share the database and
+the consumer group: Kafka splits the partitions, ``SKIP LOCKED`` splits the rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+import httpx
+import uvicorn
+
+from services.dispatch.api import ApiState, create_app
+from services.dispatch.consumer import IncidentConsumer, make_planner
+from services.dispatch.delivery import DeliveryWorkers
+from services.dispatch.settings import DispatchSettings
+from shared.clock import Clock, utc_now
+from shared.db import create_pool, migrate_url
+from shared.kafka import dead_letter_topic, ensure_topics, wait_for_broker
+from shared.logging import configure_logging
+from shared.runtime import infrastructure, serve_until_signalled
+
+log = logging.getLogger("shotline.dispatch")
+
+
+class DispatchService:
+    """``await start()`` … ``await stop(timeout_s)``; ``watch()`` ends if the consumer dies."""
+
+    def __init__(
+        self,
+        settings: DispatchSettings,
+        *,
+        bootstrap_servers: str,
+        database_url: str,
+        clock: Clock = utc_now,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bootstrap_servers = bootstrap_servers
+        self.database_url = database_url
+        self.clock = clock
+        self._http = http
+        self.pool: asyncpg.Pool | None = None
+        self.consumer: IncidentConsumer | None = None
+        self.workers: DeliveryWorkers | None = None
+        self._consumer_task: asyncio.Task[None] | None = None
+        self._server: uvicorn.Server | None = None
+        self._server_task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is not None:
+            for server in getattr(self._server, "servers", []):
+                for sock in server.sockets:
+                    return int(sock.getsockname()[1])
+        return self.settings.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        """Connect, start consumer, workers and API. Raises if any cannot start."""
+        await wait_for_broker(self.bootstrap_servers, timeout_s=timeout_s)
+        topic = self.settings.incidents_topic
+        await ensure_topics(
+            self.bootstrap_servers,
+            {topic: self.settings.topic_partitions, dead_letter_topic(topic): 1},
+        )
+        self.pool = await create_pool(self.database_url, max_size=self.settings.db_pool_size)
+        try:
+            if self.settings.workers:
+                self.workers = DeliveryWorkers(
+                    self.settings,
+                    pool=self.pool,
+                    database_url=self.database_url,
+                    http=self._http,
+                    clock=self.clock,
+                )
+                await self.workers.start()
+            if self.settings.consume:
+                self.consumer = IncidentConsumer(
+                    self.settings,
+                    bootstrap_servers=self.bootstrap_servers,
+                    pool=self.pool,
+                    plan=make_planner(self.clock),
+                )
+                await self.consumer.start()
+                self._consumer_task = asyncio.create_task(
+                    self.consumer.run(), name="dispatch-consumer"
+                )
+            await self._start_api(timeout_s)
+        except BaseException:
+            await self.stop(5.0)
+            raise
+
+    async def _start_api(self, timeout_s: float) -> None:
+        assert self.pool is not None
+        app = create_app(ApiState(self.settings, self.pool, self.bootstrap_servers, self.clock))
+        config = uvicorn.Config(
+            app,
+            host=self.settings.host,
+            port=self.settings.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=3,
+        )
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server_task = asyncio.create_task(self._server.serve(), name="dispatch-api")
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self._server.started:
+            if self._server_task.done():
+                self._server_task.result()
+                raise RuntimeError("dispatch API stopped during start-up")
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("dispatch API did not start in time")
+            await asyncio.sleep(0.02)
+
+    async def watch(self) -> None:
+        """Returns (or raises) when the consumer stops by itself: the supervisor's hook."""
+        if self._consumer_task is not None:
+            await asyncio.shield(self._consumer_task)
+        else:
+            await asyncio.Event().wait()
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """API first (no new admin calls), then consumer (commits), then workers. Bounded."""
+        if self._server is not None and self._server_task is not None:
+            self._server.should_exit = True
+            try:
+                await asyncio.wait_for(asyncio.shield(self._server_task), timeout_s / 3)
+            except TimeoutError:
+                self._server_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._server_task
+            except Exception:
+                log.exception("dispatch API failed")
+            self._server = self._server_task = None
+        if self._consumer_task is not None:
+            self._consumer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._consumer_task
+            self._consumer_task = None
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+        if self.workers is not None:
+            await self.workers.stop(timeout_s / 2)
+            self.workers = None
+        if self.pool is not None:
+            await asyncio.wait_for(self.pool.close(), timeout_s / 3)
+            self.pool = None
+
+    async def crash(self) -> None:
+        """Tests only: die like a killed process: no offset commit, no claim release."""
+        tasks = [t for t in (self._consumer_task, self._server_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.workers is not None:
+            await self.workers.crash()
+        if self.consumer is not None:
+            # Leave the group without committing (a killed process just vanishes; leaving
+            # spares the test a session timeout).
+            await self.consumer.consumer.stop()
+            await self.consumer.producer.stop()
+        if self.pool is not None:
+            self.pool.terminate()
+        self.pool = self.consumer = self.workers = None
+        self._consumer_task = self._server_task = self._server = None
+
+
+def run(settings: DispatchSettings) -> None:
+    """Blocks until SIGTERM/SIGINT; embedded broker/database when their URLs are unset."""
+    configure_logging(settings.log_level)
+    with infrastructure(settings) as infra:
+
+        async def _main() -> None:
+            if infra.embedded_postgres:
+                await migrate_url(infra.database_url)
+            service = DispatchService(
+                settings,
+                bootstrap_servers=infra.bootstrap_servers,
+                database_url=infra.database_url,
+            )
+            await serve_until_signalled(service)
+
+        asyncio.run(_main())

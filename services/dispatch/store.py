@@ -1,0 +1,759 @@
+"""Every SQL statement of the dispatch service, and the rows they return.
+
+Contracts that the rest of the service relies on:
+
+* :func:`store_incident` is idempotent: a replayed (incident_id, version) changes nothing, an
+  older version arriving after a newer one is kept in the history but does not regress the
+  current state and creates no deliveries. The outbox rows are written in the same
+  transaction as the version (so a crash can never store one without the other), and a
+  ``NOTIFY`` wakes the delivery workers of every instance when that transaction commits.
+* :func:`claim_due` hands a row to at most one worker at a time: ``FOR UPDATE SKIP LOCKED``
+  plus a lease (``claimed_until``) and a fencing token (``claim_token``). A worker that dies
+  leaves the row claimed until the lease runs out; then another worker takes it. Every
+  update of a claimed row names its token, so a worker whose lease expired cannot overwrite
+  the newer owner's result.
+
+All functions raise asyncpg errors on database failures; none swallows them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from shared.schemas import IncidentRecord
+
+#: The channel name of the ``NOTIFY`` sent when outbox rows are committed.
+NOTIFY_CHANNEL = "shotline_dispatch_outbox"
+
+Conn = asyncpg.Connection | asyncpg.Pool
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _load(value: str | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Subscriptions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubscriptionRow:
+    subscription_id: str
+    name: str
+    channel: str
+    status: str
+    disabled_reason: str | None
+    geofence: dict[str, Any]
+    classes: list[str]
+    min_probability: float
+    events: list[str]
+    format: str
+    url: str | None
+    push: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+
+_SUB_COLUMNS = (
+    "subscription_id, name, channel, status, disabled_reason, geofence::text AS geofence, "
+    "classes, min_probability, events, format, url, push::text AS push, created_at, updated_at"
+)
+
+
+def _subscription(row: asyncpg.Record) -> SubscriptionRow:
+    values = dict(row)
+    values["geofence"] = _load(values["geofence"])
+    values["push"] = _load(values["push"])
+    values["classes"] = list(values["classes"])
+    values["events"] = list(values["events"])
+    return SubscriptionRow(**values)
+
+
+def new_subscription_id() -> str:
+    return "sub_" + secrets.token_hex(8)
+
+
+async def create_subscription(
+    pool: asyncpg.Pool,
+    *,
+    name: str,
+    channel: str,
+    geofence: dict[str, Any],
+    classes: Sequence[str],
+    min_probability: float,
+    events: Sequence[str],
+    format: str,
+    url: str | None,
+    push: dict[str, Any] | None,
+    secret: str | None,
+) -> SubscriptionRow:
+    """Insert a subscription (and its first signing secret, for webhooks)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"""INSERT INTO dispatch_subscriptions
+                  (subscription_id, name, channel, geofence, classes, min_probability, events,
+                   format, url, push)
+                VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10::jsonb)
+                RETURNING {_SUB_COLUMNS}""",
+            new_subscription_id(),
+            name,
+            channel,
+            _json(geofence),
+            list(classes),
+            min_probability,
+            list(events),
+            format,
+            url,
+            None if push is None else _json(push),
+        )
+        assert row is not None
+        if secret is not None:
+            await conn.execute(
+                "INSERT INTO dispatch_subscription_secrets (subscription_id, secret) "
+                "VALUES ($1, $2)",
+                row["subscription_id"],
+                secret,
+            )
+    return _subscription(row)
+
+
+async def get_subscription(conn: Conn, subscription_id: str) -> SubscriptionRow | None:
+    row = await conn.fetchrow(
+        f"SELECT {_SUB_COLUMNS} FROM dispatch_subscriptions WHERE subscription_id = $1",
+        subscription_id,
+    )
+    return None if row is None else _subscription(row)
+
+
+async def list_subscriptions(
+    conn: Conn, *, status: str | None = None, channel: str | None = None
+) -> list[SubscriptionRow]:
+    rows = await conn.fetch(
+        f"""SELECT {_SUB_COLUMNS} FROM dispatch_subscriptions
+            WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR channel = $2)
+            ORDER BY created_at, subscription_id""",
+        status,
+        channel,
+    )
+    return [_subscription(r) for r in rows]
+
+
+#: Columns an update may change (the channel is fixed for a subscription's life).
+UPDATABLE = frozenset(
+    {"name", "geofence", "classes", "min_probability", "events", "format", "url", "push", "status"}
+)
+
+
+async def update_subscription(
+    pool: asyncpg.Pool, subscription_id: str, changes: dict[str, Any]
+) -> SubscriptionRow | None:
+    """Apply ``changes`` (keys from :data:`UPDATABLE`); None if the subscription is unknown.
+
+    Re-enabling (status='active') clears the disabled reason.
+    """
+    unknown = set(changes) - UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    sets: list[str] = []
+    args: list[Any] = [subscription_id]
+    for key, value in changes.items():
+        if key in {"geofence", "push"}:
+            args.append(None if value is None else _json(value))
+            sets.append(f"{key} = ${len(args)}::jsonb")
+        else:
+            args.append(list(value) if key in {"classes", "events"} else value)
+            sets.append(f"{key} = ${len(args)}")
+    if changes.get("status") == "active":
+        sets.append("disabled_reason = NULL")
+    sets.append("updated_at = now()")
+    row = await pool.fetchrow(
+        f"UPDATE dispatch_subscriptions SET {', '.join(sets)} WHERE subscription_id = $1 "
+        f"RETURNING {_SUB_COLUMNS}",
+        *args,
+    )
+    return None if row is None else _subscription(row)
+
+
+async def disable_subscription(
+    conn: Conn, subscription_id: str, reason: str
+) -> SubscriptionRow | None:
+    """Stop routing to it; its pending deliveries fail (they would only be refused)."""
+    row = await conn.fetchrow(
+        f"""UPDATE dispatch_subscriptions
+            SET status = 'disabled', disabled_reason = $2, updated_at = now()
+            WHERE subscription_id = $1 RETURNING {_SUB_COLUMNS}""",
+        subscription_id,
+        reason,
+    )
+    return None if row is None else _subscription(row)
+
+
+async def rotate_secret(
+    pool: asyncpg.Pool, subscription_id: str, new_secret: str, old_valid_until: datetime
+) -> bool:
+    """Make ``new_secret`` current; current secrets keep signing until ``old_valid_until``.
+
+    Returns False if the subscription is unknown. Older secrets whose overlap ends later are
+    cut to ``old_valid_until`` as well, so at most two secrets sign at any time.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        exists = await conn.fetchval(
+            "SELECT 1 FROM dispatch_subscriptions WHERE subscription_id = $1 FOR UPDATE",
+            subscription_id,
+        )
+        if not exists:
+            return False
+        await conn.execute(
+            """UPDATE dispatch_subscription_secrets SET valid_until = $2
+               WHERE subscription_id = $1 AND (valid_until IS NULL OR valid_until > $2)""",
+            subscription_id,
+            old_valid_until,
+        )
+        await conn.execute(
+            "INSERT INTO dispatch_subscription_secrets (subscription_id, secret) VALUES ($1, $2)",
+            subscription_id,
+            new_secret,
+        )
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Incidents and the outbox
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    """One outbox row to write: who gets this incident version, where, under which id."""
+
+    subscription_id: str
+    channel: str
+    endpoint: str
+    webhook_id: str
+    event: str  # what this subscriber is told (may differ from the incident's event)
+
+
+#: Decides the outbox rows of a new current version (pure): from the record, the active
+#: subscriptions and the ids of subscriptions that were planned an earlier version.
+Planner = Callable[[IncidentRecord, list[SubscriptionRow], set[str]], list[PlannedDelivery]]
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    outcome: str  # "stored", "duplicate" (same id+version seen), "stale" (older than current)
+    deliveries: list[PlannedDelivery]
+
+
+async def store_incident(
+    pool: asyncpg.Pool,
+    record: IncidentRecord,
+    plan: Planner,
+    *,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> StoreResult:
+    """Store one incident version and its outbox rows in one transaction (idempotent)."""
+    doc = _json(record.model_dump(mode="json"))
+    # Routing reads the subscriptions as of just before the transaction: a subscription
+    # created concurrently with an incident may or may not see it either way.
+    subs = [
+        _subscription(r)
+        for r in await pool.fetch(
+            f"SELECT {_SUB_COLUMNS} FROM dispatch_subscriptions WHERE status = 'active'"
+        )
+    ]
+    async with pool.acquire() as conn, conn.transaction():
+        # One statement: the version (history, idempotent) and the current state (only ever
+        # moves forward). The row lock taken by the upsert serialises versions of one
+        # incident, so the "is it newer" check cannot race.
+        row = await conn.fetchrow(
+            """WITH cur AS (
+                 INSERT INTO dispatch_incidents AS i
+                   (incident_id, version, event, zone, classification, gunfire_probability,
+                    lat, lon, shot_time, first_detection_received_at, record)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)
+                 ON CONFLICT (incident_id) DO UPDATE SET
+                   version = EXCLUDED.version, event = EXCLUDED.event, zone = EXCLUDED.zone,
+                   classification = EXCLUDED.classification,
+                   gunfire_probability = EXCLUDED.gunfire_probability,
+                   lat = EXCLUDED.lat, lon = EXCLUDED.lon, shot_time = EXCLUDED.shot_time,
+                   first_detection_received_at = EXCLUDED.first_detection_received_at,
+                   record = EXCLUDED.record, updated_at = now()
+                 WHERE i.version < EXCLUDED.version
+                 RETURNING version),
+               ver AS (
+                 INSERT INTO dispatch_incident_versions
+                   (incident_id, version, event, record, kafka_partition, kafka_offset)
+                 VALUES ($1, $2, $3, $11::jsonb, $12, $13)
+                 ON CONFLICT (incident_id, version) DO NOTHING
+                 RETURNING version)
+               SELECT (SELECT version FROM cur) AS current, (SELECT version FROM ver) AS new,
+                      ARRAY(SELECT DISTINCT subscription_id FROM dispatch_deliveries
+                            WHERE incident_id = $1 AND version < $2) AS notified""",
+            record.incident_id,
+            record.version,
+            record.event,
+            record.zone,
+            record.classification,
+            record.gunfire_probability,
+            record.location.lat,
+            record.location.lon,
+            record.shot_time,
+            record.first_detection_received_at,
+            doc,
+            partition,
+            offset,
+        )
+        assert row is not None
+        if row["new"] is None:
+            return StoreResult("duplicate", [])
+        if row["current"] is None:
+            # A newer version is already current: keep the history, alert nobody with the
+            # older picture (they have, or will get, the newer one).
+            return StoreResult("stale", [])
+        planned = plan(record, subs, set(row["notified"]))
+        if planned:
+            await conn.execute(
+                f"""WITH rows AS (
+                      INSERT INTO dispatch_deliveries
+                        (subscription_id, incident_id, version, event, channel, endpoint,
+                         webhook_id)
+                      SELECT sub, $1, $2, ev, ch, ep, wid
+                      FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                           AS t(sub, ch, ep, wid, ev)
+                      ON CONFLICT DO NOTHING
+                      RETURNING 1)
+                    SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM rows)""",
+                record.incident_id,
+                record.version,
+                [p.subscription_id for p in planned],
+                [p.channel for p in planned],
+                [p.endpoint for p in planned],
+                [p.webhook_id for p in planned],
+                [p.event for p in planned],
+            )
+    return StoreResult("stored", planned)
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A claimed outbox row with everything needed to send it (one query)."""
+
+    delivery_id: int
+    claim_token: str
+    subscription_id: str
+    incident_id: str
+    version: int
+    event: str
+    channel: str
+    endpoint: str
+    webhook_id: str
+    attempts: int  # finished attempts so far (all time)
+    budget_attempts: int  # finished attempts since the last replay (for the retry policy)
+    created_at: datetime
+    first_attempt_at: datetime | None  # since the last replay (the retry age limit counts)
+    record: dict[str, Any]
+    previous: dict[str, Any] | None  # the version this subscriber was sent before, if any
+    sub_status: str
+    format: str
+    url: str | None
+    push: dict[str, Any] | None
+    secrets: list[tuple[str, datetime | None]]  # (secret, valid_until), newest first
+
+
+async def claim_due(
+    pool: asyncpg.Pool,
+    *,
+    limit: int,
+    lease_s: float,
+    owner: str,
+    exclude_endpoints: Sequence[str] = (),
+) -> list[ClaimedDelivery]:
+    """Claim up to ``limit`` due rows for ``lease_s`` seconds, skipping rows others hold.
+
+    Rows for ``exclude_endpoints`` (saturated or circuit-open receivers of this instance) are
+    left for later, so they never occupy this instance's send slots.
+    """
+    token = f"{owner}:{secrets.token_hex(6)}"
+    # One round trip: claim and read everything the send needs (hot path of every alert).
+    rows = await pool.fetch(
+        """WITH due AS (
+             SELECT delivery_id FROM dispatch_deliveries
+             WHERE status = 'pending' AND next_attempt_at <= now()
+               AND (claimed_until IS NULL OR claimed_until < now())
+               AND NOT (endpoint = ANY($4::text[]))
+             ORDER BY next_attempt_at, delivery_id
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED)
+           UPDATE dispatch_deliveries d
+           SET claimed_until = now() + make_interval(secs => $2), claim_token = $3
+           FROM due, dispatch_incident_versions v, dispatch_subscriptions s
+           WHERE d.delivery_id = due.delivery_id
+             AND v.incident_id = d.incident_id AND v.version = d.version
+             AND s.subscription_id = d.subscription_id
+           RETURNING d.delivery_id, d.subscription_id, d.incident_id, d.version, d.event,
+                     d.channel, d.endpoint, d.webhook_id, d.attempts, d.replay_base,
+                     d.created_at, d.first_attempt_at, v.record::text AS record,
+                     s.status AS sub_status, s.format, s.url, s.push::text AS push,
+                     (SELECT pv.record::text
+                      FROM dispatch_deliveries p
+                      JOIN dispatch_incident_versions pv USING (incident_id, version)
+                      WHERE p.subscription_id = d.subscription_id
+                        AND p.incident_id = d.incident_id AND p.version < d.version
+                      ORDER BY p.version DESC LIMIT 1) AS previous,
+                     ARRAY(SELECT k.secret FROM dispatch_subscription_secrets k
+                           WHERE k.subscription_id = s.subscription_id
+                             AND (k.valid_until IS NULL OR k.valid_until > now())
+                           ORDER BY k.secret_id DESC) AS secrets,
+                     ARRAY(SELECT k.valid_until FROM dispatch_subscription_secrets k
+                           WHERE k.subscription_id = s.subscription_id
+                             AND (k.valid_until IS NULL OR k.valid_until > now())
+                           ORDER BY k.secret_id DESC) AS secrets_until""",
+        limit,
+        lease_s,
+        token,
+        list(exclude_endpoints),
+    )
+    return [
+        ClaimedDelivery(
+            delivery_id=r["delivery_id"],
+            claim_token=token,
+            subscription_id=r["subscription_id"],
+            incident_id=r["incident_id"],
+            version=r["version"],
+            event=r["event"],
+            channel=r["channel"],
+            endpoint=r["endpoint"],
+            webhook_id=r["webhook_id"],
+            attempts=r["attempts"],
+            budget_attempts=r["attempts"] - r["replay_base"],
+            created_at=r["created_at"],
+            first_attempt_at=r["first_attempt_at"],
+            record=_load(r["record"]),
+            previous=_load(r["previous"]),
+            sub_status=r["sub_status"],
+            format=r["format"],
+            url=r["url"],
+            push=_load(r["push"]),
+            secrets=list(zip(r["secrets"], r["secrets_until"], strict=True)),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """One finished attempt and what to do with the row next."""
+
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float
+    status_code: int | None
+    error: str | None
+    outcome: str  # delivered, retry, failed, dead
+    next_attempt_at: datetime | None = None  # for "retry"
+
+
+async def finish_attempt(
+    pool: asyncpg.Pool, delivery: ClaimedDelivery, result: AttemptResult
+) -> bool:
+    """Record the attempt and move the row on; False if our lease was lost (nothing written)."""
+    status = "pending" if result.outcome == "retry" else result.outcome
+    # One statement (atomic on its own, one round trip): move the row on, log the attempt.
+    attempt_no = await pool.fetchval(
+        """WITH moved AS (
+             UPDATE dispatch_deliveries SET
+               status = $3, attempts = attempts + 1,
+               next_attempt_at = COALESCE($4, next_attempt_at),
+               claimed_until = NULL, claim_token = NULL,
+               last_status_code = $5, last_error = $6,
+               first_attempt_at = COALESCE(first_attempt_at, $7),
+               delivered_at = CASE WHEN $3 = 'delivered' THEN $8 ELSE delivered_at END
+             WHERE delivery_id = $1 AND claim_token = $2
+             RETURNING delivery_id, attempts)
+           INSERT INTO dispatch_delivery_attempts
+             (delivery_id, attempt_no, started_at, finished_at, status_code, error,
+              duration_s, outcome)
+           SELECT delivery_id, attempts, $7, $8, $5, $6, $9, $10 FROM moved
+           RETURNING attempt_no""",
+        delivery.delivery_id,
+        delivery.claim_token,
+        status,
+        result.next_attempt_at,
+        result.status_code,
+        result.error,
+        result.started_at,
+        result.finished_at,
+        result.duration_s,
+        result.outcome,
+    )
+    return attempt_no is not None
+
+
+async def defer(
+    pool: asyncpg.Pool, delivery: ClaimedDelivery, until: datetime, reason: str
+) -> bool:
+    """Give a claimed row back unsent, due again at ``until`` (no attempt is counted)."""
+    done = await pool.fetchval(
+        """UPDATE dispatch_deliveries
+           SET next_attempt_at = $3, claimed_until = NULL, claim_token = NULL, last_error = $4
+           WHERE delivery_id = $1 AND claim_token = $2 RETURNING 1""",
+        delivery.delivery_id,
+        delivery.claim_token,
+        until,
+        reason,
+    )
+    return done is not None
+
+
+async def release(pool: asyncpg.Pool, delivery: ClaimedDelivery) -> None:
+    """Drop our claim at once (shutdown): the row is due again for any worker."""
+    await pool.execute(
+        "UPDATE dispatch_deliveries SET claimed_until = NULL, claim_token = NULL "
+        "WHERE delivery_id = $1 AND claim_token = $2",
+        delivery.delivery_id,
+        delivery.claim_token,
+    )
+
+
+async def release_many(pool: asyncpg.Pool, deliveries: Sequence[ClaimedDelivery]) -> None:
+    """Give claimed rows back unsent and due at once (e.g. their receiver has no free slot)."""
+    if not deliveries:
+        return
+    await pool.execute(
+        """UPDATE dispatch_deliveries SET claimed_until = NULL, claim_token = NULL
+           FROM unnest($1::bigint[], $2::text[]) AS t(id, token)
+           WHERE delivery_id = t.id AND claim_token = t.token""",
+        [d.delivery_id for d in deliveries],
+        [d.claim_token for d in deliveries],
+    )
+
+
+async def fail_pending_of(conn: Conn, subscription_id: str, reason: str) -> int:
+    """Mark a disabled subscription's unclaimed pending rows failed; returns how many."""
+    result = await conn.execute(
+        """UPDATE dispatch_deliveries SET status = 'failed', last_error = $2
+           WHERE subscription_id = $1 AND status = 'pending'
+             AND (claimed_until IS NULL OR claimed_until < now())""",
+        subscription_id,
+        reason,
+    )
+    return int(result.split()[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# Reading deliveries, replay
+# --------------------------------------------------------------------------------------------
+
+_DELIVERY_COLUMNS = (
+    "delivery_id, subscription_id, incident_id, version, event, channel, endpoint, webhook_id, "
+    "status, attempts, next_attempt_at, claimed_until, last_status_code, last_error, "
+    "created_at, first_attempt_at, delivered_at, replayed_at"
+)
+
+
+async def list_deliveries(
+    conn: Conn,
+    *,
+    status: str | None = None,
+    subscription_id: str | None = None,
+    incident_id: str | None = None,
+    limit: int = 100,
+    after_id: int = 0,
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""SELECT {_DELIVERY_COLUMNS} FROM dispatch_deliveries
+            WHERE ($1::text IS NULL OR status = $1)
+              AND ($2::text IS NULL OR subscription_id = $2)
+              AND ($3::text IS NULL OR incident_id = $3)
+              AND delivery_id > $5
+            ORDER BY delivery_id LIMIT $4""",
+        status,
+        subscription_id,
+        incident_id,
+        limit,
+        after_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def get_delivery(conn: Conn, delivery_id: int) -> dict[str, Any] | None:
+    """One delivery with its attempts (oldest first), or None."""
+    row = await conn.fetchrow(
+        f"SELECT {_DELIVERY_COLUMNS} FROM dispatch_deliveries WHERE delivery_id = $1",
+        delivery_id,
+    )
+    if row is None:
+        return None
+    attempts = await conn.fetch(
+        """SELECT attempt_no, started_at, finished_at, status_code, error, duration_s, outcome
+           FROM dispatch_delivery_attempts WHERE delivery_id = $1 ORDER BY attempt_no""",
+        delivery_id,
+    )
+    return {**dict(row), "attempt_log": [dict(a) for a in attempts]}
+
+
+async def replay(
+    conn: Conn,
+    *,
+    delivery_id: int | None = None,
+    status: str = "dead",
+    subscription_id: str | None = None,
+    incident_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[int]:
+    """Make matching dead/failed rows due now with a fresh retry budget; same webhook-id.
+
+    Only rows whose subscription is active are replayed. Returns the replayed ids.
+    """
+    rows = await conn.fetch(
+        """UPDATE dispatch_deliveries d SET
+             status = 'pending', next_attempt_at = now(), replay_base = attempts,
+             replayed_at = now(), claimed_until = NULL, claim_token = NULL,
+             first_attempt_at = NULL
+           FROM dispatch_subscriptions s
+           WHERE s.subscription_id = d.subscription_id AND s.status = 'active'
+             AND d.status = $2 AND d.status IN ('dead', 'failed')
+             AND ($1::bigint IS NULL OR d.delivery_id = $1)
+             AND ($3::text IS NULL OR d.subscription_id = $3)
+             AND ($4::text IS NULL OR d.incident_id = $4)
+             AND ($5::timestamptz IS NULL OR d.created_at >= $5)
+             AND ($6::timestamptz IS NULL OR d.created_at < $6)
+           RETURNING d.delivery_id""",
+        delivery_id,
+        status,
+        subscription_id,
+        incident_id,
+        since,
+        until,
+    )
+    if rows:
+        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return sorted(r["delivery_id"] for r in rows)
+
+
+async def delivery_status(conn: Conn, delivery_id: int) -> str | None:
+    return await conn.fetchval(
+        "SELECT status FROM dispatch_deliveries WHERE delivery_id = $1", delivery_id
+    )
+
+
+async def counts(conn: Conn) -> dict[str, int]:
+    """Deliveries per status (for the queue-depth and dead-letter gauges)."""
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM dispatch_deliveries GROUP BY 1")
+    return {r["status"]: int(r["n"]) for r in rows}
+
+
+# --------------------------------------------------------------------------------------------
+# Incidents (read side) and outcomes
+# --------------------------------------------------------------------------------------------
+
+
+async def list_incidents(
+    conn: Conn, *, limit: int = 100, zone: str | None = None, before: datetime | None = None
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT incident_id, version, event, zone, classification, gunfire_probability,
+                  lat, lon, shot_time, first_detection_received_at, first_consumed_at,
+                  updated_at
+           FROM dispatch_incidents
+           WHERE ($2::text IS NULL OR zone = $2)
+             AND ($3::timestamptz IS NULL OR shot_time < $3)
+           ORDER BY shot_time DESC, incident_id LIMIT $1""",
+        limit,
+        zone,
+        before,
+    )
+    return [dict(r) for r in rows]
+
+
+async def get_incident(conn: Conn, incident_id: str) -> dict[str, Any] | None:
+    """Current record, every version as received, every delivery; None if unknown."""
+    row = await conn.fetchrow(
+        """SELECT incident_id, version, event, record::text AS record, first_consumed_at,
+                  updated_at
+           FROM dispatch_incidents WHERE incident_id = $1""",
+        incident_id,
+    )
+    if row is None:
+        return None
+    versions = await conn.fetch(
+        """SELECT version, event, record::text AS record, kafka_partition, kafka_offset,
+                  consumed_at
+           FROM dispatch_incident_versions WHERE incident_id = $1 ORDER BY version""",
+        incident_id,
+    )
+    deliveries = await list_deliveries(conn, incident_id=incident_id, limit=10_000)
+    return {
+        **dict(row),
+        "record": _load(row["record"]),
+        "versions": [{**dict(v), "record": _load(v["record"])} for v in versions],
+        "deliveries": deliveries,
+    }
+
+
+async def add_outcome(
+    pool: asyncpg.Pool,
+    incident_id: str,
+    *,
+    units_dispatched: int,
+    arrival_time: datetime | None,
+    evidence: Sequence[str],
+    call_911: bool,
+    disposition: str,
+) -> dict[str, Any] | None:
+    """Append the next outcome version; None if the incident is unknown."""
+    async with pool.acquire() as conn, conn.transaction():
+        # Row lock: concurrent POSTs for one incident get consecutive versions.
+        exists = await conn.fetchval(
+            "SELECT 1 FROM dispatch_incidents WHERE incident_id = $1 FOR UPDATE", incident_id
+        )
+        if not exists:
+            return None
+        row = await conn.fetchrow(
+            """INSERT INTO dispatch_incident_outcomes
+                 (incident_id, outcome_version, units_dispatched, arrival_time, evidence,
+                  call_911, disposition)
+               SELECT $1, COALESCE(MAX(outcome_version), 0) + 1, $2, $3, $4, $5, $6
+               FROM dispatch_incident_outcomes WHERE incident_id = $1
+               RETURNING *""",
+            incident_id,
+            units_dispatched,
+            arrival_time,
+            list(evidence),
+            call_911,
+            disposition,
+        )
+    assert row is not None
+    return {**dict(row), "evidence": list(row["evidence"])}
+
+
+async def list_outcomes(conn: Conn, incident_id: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT * FROM dispatch_incident_outcomes WHERE incident_id = $1 ORDER BY outcome_version",
+        incident_id,
+    )
+    return [{**dict(r), "evidence": list(r["evidence"])} for r in rows]
+
+
+async def incident_exists(conn: Conn, incident_id: str) -> bool:
+    return bool(
+        await conn.fetchval("SELECT 1 FROM dispatch_incidents WHERE incident_id = $1", incident_id)
+    )
+
+
+async def ping(conn: Conn) -> None:
+    await conn.fetchval("SELECT 1")

@@ -1,0 +1,67 @@
+"""``shotline dispatch dead-letters list`` and ``replay`` against the real database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from tests.integration.dispatch.helpers import admin, eventually, incident, square
+
+CLI = [sys.executable, "-c", "from services.dispatch.cli import app; app()"]
+
+
+async def _cli(database_url: str, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "COLUMNS": "250"}
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_dead_letters_are_listed_and_replayed_from_the_command_line(
+    make_settings, services, receivers, publish, database_url
+):
+    service = await services(make_settings(max_attempts=1))
+    down = await receivers(default=502)
+    async with admin(service) as client:
+        await client.post(
+            "/v1/subscriptions",
+            json={
+                "name": "pd",
+                "channel": "webhook",
+                "url": down.url,
+                "geofence": square(-79.99, 40.44),
+            },
+        )
+        record = incident()
+        await publish(record)
+
+        async def dead() -> bool:
+            rows = (await client.get("/v1/deliveries", params={"status": "dead"})).json()
+            return len(rows) == 1
+
+        await eventually(dead, what="a dead letter")
+        code, out, err = await _cli(database_url, "dead-letters", "list")
+        assert code == 0, err
+        assert record.incident_id in out and "1 dead letter" in err
+
+        code, _, err = await _cli(database_url, "replay", "999999")
+        assert code == 2 and "delivery 999999 not found" in err
+
+        down.default = 200
+        code, out, err = await _cli(database_url, "replay", "--all-dead")
+        assert code == 0, err
+        assert "replayed 1 delivery" in out
+
+        async def delivered() -> bool:
+            rows = (await client.get("/v1/deliveries", params={"status": "delivered"})).json()
+            return len(rows) == 1
+
+        await eventually(delivered, what="replayed delivery acknowledged")
+    assert len({r.headers["webhook-id"] for r in down.received}) == 1
