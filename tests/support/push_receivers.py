@@ -13,8 +13,9 @@ the code under test sends over real HTTP. They check what the real service would
   assertion against the service account's public key (``iss``, ``aud`` = the token URL,
   ``scope``, ``exp``, lifetime <= 1 h, ``kid``), issues bearer tokens, and checks the bearer
   token and the message shape on ``messages:send``.
-* :class:`WebhookReceiver` - a programmable webhook endpoint: records every request, answers
-  a scripted sequence of replies (status, headers, delay, hang), else a default.
+
+The programmable webhook receiver is :mod:`tests.support.webhook_receiver`; the server
+plumbing (and :func:`running`, re-exported here) is :mod:`tests.support.loopback`.
 
 Everything recorded is readable from the test thread (lists guarded by a lock). Async tests
 wait with ``await receiver.until(n)`` (never a blocking wait on the event loop that sends).
@@ -22,32 +23,27 @@ wait with ``await receiver.until(n)`` (never a blocking wait on the event loop t
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import itertools
 import secrets
-import socket
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Self
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs
 
 import http_ece
 import jwt
 import orjson
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.dispatch.model import FcmTarget, WebPushTarget
+from tests.support.loopback import LoopbackServer
+from tests.support.loopback import running as running  # re-export (older imports)
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -59,90 +55,6 @@ def _b64url(data: bytes) -> str:
 
 def _b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-# --------------------------------------------------------------------------------------------
-# Server plumbing
-# --------------------------------------------------------------------------------------------
-
-
-class LoopbackServer:
-    """Serve a Starlette app on 127.0.0.1:<free port> in a daemon thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._release = threading.Event()  # wakes hanging handlers at stop()
-        self.port = 0
-
-    def routes(self) -> list[Route]:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = 10.0) -> Self:
-        """Bind a free port and serve; returns once the server accepts connections."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            Starlette(routes=self.routes()),
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._release.clear()
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [sock]},
-            daemon=True,
-            name=f"{type(self).__name__}:{self.port}",
-        )
-        self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"{type(self).__name__} did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Release hanging handlers, shut down, join the thread (bounded)."""
-        self._release.set()
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def _wait_released(self, limit_s: float | None = None) -> None:
-        """Sleep until stop()/release or ``limit_s`` (handlers run on the server's loop)."""
-        deadline = None if limit_s is None else time.monotonic() + limit_s
-        while not self._release.is_set():
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-            await asyncio.sleep(0.02)
-
-    async def _until(self, count: Callable[[], int], n: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while count() < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{type(self).__name__}: got {count()} of {n} within {timeout_s}s"
-                )
-            await asyncio.sleep(0.01)
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,105 +388,3 @@ class FcmReceiver(LoopbackServer):
         with self._lock:
             self.received.append(ReceivedFcm(message, dict(request.headers)))
         return JSONResponse({"name": f"projects/{self.project_id}/messages/{next(self._ids)}"})
-
-
-# --------------------------------------------------------------------------------------------
-# Webhooks
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One scripted answer. ``hang``: never answer (until stop/release); ``delay_s``: answer
-    late (the request is recorded on arrival either way)."""
-
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    delay_s: float = 0.0
-    hang: bool = False
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-    received_at: float  # time.time() on arrival
-
-
-class WebhookReceiver(LoopbackServer):
-    """A programmable webhook endpoint; any path, POST/PUT.
-
-    ``script(path, *replies)`` queues replies for one path (``"*"``: any path without its own
-    queue); when a queue is empty the ``default`` reply (200) is used.
-    """
-
-    def __init__(self, default: Reply | None = None) -> None:
-        super().__init__()
-        self.default = default or Reply()
-        self._scripts: dict[str, deque[Reply]] = {}
-        self.requests: list[RecordedRequest] = []
-
-    def routes(self) -> list[Route]:
-        return [Route("/{path:path}", self._handle, methods=["POST", "PUT"])]
-
-    def url(self, path: str = "/hook") -> str:
-        return self.base_url + path
-
-    def script(self, path: str, *replies: Reply) -> None:
-        with self._lock:
-            self._scripts.setdefault(path, deque()).extend(replies)
-
-    def release(self) -> None:
-        """Let hanging handlers answer (with their scripted status) and stop hanging."""
-        self._release.set()
-
-    def received(self, path: str | None = None) -> list[RecordedRequest]:
-        with self._lock:
-            return [r for r in self.requests if path is None or r.path == path]
-
-    async def until(self, n: int, timeout_s: float = 5.0, path: str | None = None) -> None:
-        await self._until(lambda: len(self.received(path)), n, timeout_s)
-
-    def _next_reply(self, path: str) -> Reply:
-        with self._lock:
-            for key in (path, "*"):
-                queue = self._scripts.get(key)
-                if queue:
-                    return queue.popleft()
-            return self.default
-
-    async def _handle(self, request: Request) -> Response:
-        path = "/" + request.path_params["path"]
-        body = await request.body()
-        with self._lock:
-            self.requests.append(
-                RecordedRequest(
-                    request.method,
-                    path,
-                    {k.lower(): v for k, v in request.headers.items()},
-                    body,
-                    time.time(),
-                )
-            )
-        reply = self._next_reply(path)
-        if reply.hang:
-            await self._wait_released()
-        elif reply.delay_s > 0:
-            await self._wait_released(reply.delay_s)
-        return Response(reply.body, status_code=reply.status, headers=reply.headers)
-
-
-@contextlib.contextmanager
-def running(*servers: LoopbackServer) -> Any:
-    """Start several receivers for a ``with`` block; stop them all afterwards."""
-    started: list[LoopbackServer] = []
-    try:
-        for server in servers:
-            started.append(server.start())
-        yield servers
-    finally:
-        for server in reversed(started):
-            server.stop()

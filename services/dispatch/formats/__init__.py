@@ -2,12 +2,13 @@
 
 One entry point::
 
-    render(fmt, incident, event, *, sender, previous=None) -> RenderedBody
+    render(fmt, incident, event, *, sender, previous=None) -> RenderedBody(content_type, body)
 
 Rendering is a deterministic function of its arguments - no clock, no randomness - so every
 retry of a delivery carries a byte-identical body (only the signature headers change with the
-attempt time). Times inside messages come from the incident itself (``published_at`` is the
-message time).
+attempt time). Hence no ``now`` argument: times inside messages come from the incident itself
+(``published_at`` is the message time, e.g. CAP ``<sent>``), which also lets an Update's CAP
+``<references>`` to the previous message be rebuilt from the previous record alone.
 
 * ``event`` is what this subscriber is told (see
   :func:`services.dispatch.routing.delivery_event`); it may differ from ``incident.event``.
@@ -22,8 +23,7 @@ not an earlier version of the same incident.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 from shared.schemas import IncidentEvent, IncidentRecord
 
@@ -32,9 +32,8 @@ FORMAT_NAMES: tuple[str, ...] = get_args(FormatName)
 EVENTS: tuple[str, ...] = get_args(IncidentEvent)
 
 
-@dataclass(frozen=True)
-class RenderedBody:
-    """An HTTP body and its ``Content-Type``."""
+class RenderedBody(NamedTuple):
+    """An HTTP body and its ``Content-Type`` (unpacks as ``content_type, body = render(...)``)."""
 
     content_type: str
     body: bytes

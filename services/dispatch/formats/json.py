@@ -11,6 +11,8 @@ Times are RFC 3339 UTC with six fractional digits (as on the incidents topic).
 
 from __future__ import annotations
 
+import copy
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,20 @@ CONTENT_TYPE = "application/json"
 ALERT_SCHEMA_VERSION = 1
 #: The JSON Schema of the message (ships with the package).
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "alert.schema.json"
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    return orjson.loads(SCHEMA_PATH.read_bytes())  # type: ignore[no-any-return]
+
+
+def alert_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12, with ``examples``) of the native JSON alert.
+
+    For the admin API to publish under OpenAPI ``webhooks``. A fresh deep copy per call (the
+    caller may rewrite ``$ref``s); raises ``FileNotFoundError`` if the package lost its file.
+    """
+    return copy.deepcopy(_schema())
 
 
 def alert_document(

@@ -6,8 +6,11 @@ such request over an ``httpx.AsyncClient`` and maps what happened to a retry
 :data:`~services.dispatch.retry.AttemptOutcome` (it also suits webhooks). Retry decisions
 then use the channel's policy (:func:`retry_policy`).
 
-Push messages are short and distance-independent (the officer's position is unknown to us):
-class, rounds, location with its 95 % radius, zone and shot time.
+Push messages are short. The visible text says what and when - class, rounds, zone, shot
+time - with no location or address wording (we have no street address, raw coordinates mean
+nothing on a lock screen, and a lock screen is not the place for an incident position) and
+nothing that depends on the officer's distance (their position is unknown to us). The
+position with its 95 % radius travels in ``data`` for the app to put on a map.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def push_message(incident: IncidentRecord, event: str) -> PushMessage:
     else:
         title = f"{name.upper()}: {rounds}"
     shot = incident.shot_time.strftime("%H:%M:%S UTC")
-    body = f"{loc.lat:.5f}, {loc.lon:.5f} (±{loc.radius95_m:.0f} m) · zone {incident.zone} · {shot}"
+    body = f"Zone {incident.zone} · shot at {shot} · open for the map"
     data = {
         "incident_id": incident.incident_id,
         "version": str(incident.version),

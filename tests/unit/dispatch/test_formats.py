@@ -29,6 +29,9 @@ def test_render_is_deterministic(fmt: str, content_type: str) -> None:
     assert a == b
     assert a.content_type == content_type
     a.body.decode("utf-8")  # UTF-8, so signing works
+    # also a plain (content_type, body) pair
+    got_type, got_body = a
+    assert (got_type, got_body) == (content_type, b.body)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from services.dispatch.formats import render
+from services.dispatch.formats.json import SCHEMA_PATH, alert_schema
 from shared.schemas import IncidentRecord
 from tests.unit.dispatch import standards
 from tests.unit.dispatch.factories import SHOT, make_incident
@@ -115,3 +116,10 @@ def test_schema_rejects_wrong_messages(
     target[path[-1]] = value
     with pytest.raises(ValidationError):
         validator.validate(doc)
+
+
+def test_alert_schema_is_the_shipped_file_and_a_private_copy() -> None:
+    schema = alert_schema()
+    assert schema == orjson.loads(SCHEMA_PATH.read_bytes())
+    schema["examples"].clear()  # the API may rewrite it; the next caller is unaffected
+    assert alert_schema()["examples"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from services.dispatch.retry import (
     decide,
 )
 from services.dispatch.signing import generate_secret, sign_headers, webhook_id
-from tests.support.push_receivers import Reply, WebhookReceiver
+from tests.support.webhook_receiver import Reply, WebhookReceiver
 from tests.unit.dispatch.factories import make_incident
 
 
@@ -70,6 +71,32 @@ async def test_a_slow_receiver_answers_late(receiver: WebhookReceiver) -> None:
         outcome = await send(client, post(receiver.url("/any")))
     assert isinstance(outcome, HttpResponse) and outcome.status == 202
     assert time.monotonic() - started >= 0.2
+
+
+async def test_status_shorthand_puts_retry_after_on_429_and_503_only(
+    receiver: WebhookReceiver,
+) -> None:
+    receiver.statuses("/hook", 429, 500, 503, retry_after="3")
+    async with httpx.AsyncClient(timeout=5) as client:
+        outcomes = [await send(client, post(receiver.url("/hook"))) for _ in range(4)]
+    assert all(isinstance(o, HttpResponse) for o in outcomes)
+    answers = [(o.status, o.header("retry-after")) for o in outcomes]  # type: ignore[union-attr]
+    assert answers == [(429, "3"), (500, None), (503, "3"), (200, None)]
+
+
+async def test_hanging_requests_are_counted_in_flight_until_released(
+    receiver: WebhookReceiver,
+) -> None:
+    receiver.script("/hook", Reply(hang=True), Reply(hang=True))
+    async with httpx.AsyncClient(timeout=5) as client:
+        pending = [asyncio.create_task(send(client, post(receiver.url("/hook")))) for _ in "ab"]
+        await receiver.until(2, path="/hook")
+        assert receiver.in_flight == 2
+        receiver.release()  # hanging handlers now answer their scripted status
+        outcomes = await asyncio.gather(*pending)
+    assert [o.status for o in outcomes] == [200, 200]  # type: ignore[union-attr]
+    assert (receiver.in_flight, receiver.max_in_flight) == (0, 2)
+    assert [r.json() for r in receiver.received()] == [{}, {}]
 
 
 async def test_a_closed_port_is_a_network_error() -> None:

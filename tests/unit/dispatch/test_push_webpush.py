@@ -189,6 +189,10 @@ def test_vapid_config_validation(kwargs: dict[str, object], problem: str) -> Non
 def test_push_message_wording(event: str, title: str) -> None:
     message = push_message(make_incident(), event)
     assert message.title == title
-    # location with its uncertainty, zone and time; nothing about the officer's distance
-    assert message.body == "40.45730, -79.92510 (±18 m) · zone pgh-east · 01:02:03 UTC"
+    # zone and time; no coordinates/address and nothing about the officer's distance
+    assert message.body == "Zone pgh-east · shot at 01:02:03 UTC · open for the map"
+    assert "40.45" not in message.title + message.body
+    # the position (with its 95 % radius) is data for the app's map
+    assert (message.data["lat"], message.data["lon"]) == ("40.457300", "-79.925100")
+    assert message.data["radius95_m"] == "18.5"
     assert all(isinstance(v, str) for v in message.data.values())
