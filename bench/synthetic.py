@@ -211,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures = evaluate(sc, latest(records), args.hours)
     figures["detections"] = len(sc.detections)
     figures["replay_s"] = round(elapsed, 2)
+    figures["engine_dps"] = round(len(sc.detections) / elapsed, 1)  # detections/s, one core
     print(
         f"{len(array.sensors)} sensors, {args.hours} h, {len(sc.detections)} detections "
         f"replayed in {elapsed:.1f} s: detected {figures['detection_rate']} of "

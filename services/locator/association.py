@@ -37,15 +37,18 @@ from services.locator.config import LocatorConfig
 from services.locator.solver import (
     Fix,
     finish,
-    gauss_newton,
-    hypothesis_residuals,
-    triple_hypotheses,
+    gauss_newton_one,
+    triple_hypotheses_one,
 )
 
 #: A sensor's closest pulse this far from a fit still counts in its health (not unrelated).
 HEALTH_GATE_S = 0.25
 #: Most non-seed members used to re-check a fit without its seed.
 _GUARD_MEMBERS = 10
+#: Consensus pairs are drawn from this many earliest possible candidates (all pulses vote).
+#: Why: the hypothesis count grows with the square of the candidates, and a real source's
+#: pulses at the sensors nearest the seed's are among the first to follow it.
+CONSENSUS_CANDIDATES = 24
 
 
 @dataclass(frozen=True)
@@ -86,23 +89,35 @@ def gate(
     return np.flatnonzero(ok)
 
 
-def _best_per_sensor(absr: NDArray, sensors: NDArray) -> tuple[NDArray, NDArray]:
+class _Groups:
+    """Pulses grouped by sensor, computed once per window (reused by every per-sensor min)."""
+
+    __slots__ = ("ar", "group", "order", "starts")
+
+    def __init__(self, sensors: NDArray) -> None:
+        self.order = np.lexsort((np.arange(len(sensors)), sensors))
+        srt = sensors[self.order]
+        change = srt[1:] != srt[:-1]
+        self.starts = np.flatnonzero(np.r_[True, change])
+        self.group = np.cumsum(np.r_[False, change])
+        self.ar = np.arange(len(srt))
+
+
+def _best_per_sensor(
+    absr: NDArray, sensors: NDArray, groups: _Groups | None = None
+) -> tuple[NDArray, NDArray]:
     """For (H, P) |residuals| and (P,) sensor codes: per-sensor min over pulses.
 
     Returns (mins (H, S), argmin pulse index (H, S)) with S the distinct sensors, in ascending
     sensor-code order; ties go to the lower pulse index (deterministic).
     """
-    order = np.lexsort((np.arange(len(sensors)), sensors))
-    srt = sensors[order]
-    starts = np.flatnonzero(np.r_[True, srt[1:] != srt[:-1]])
-    a = absr[:, order]
-    mins = np.minimum.reduceat(a, starts, axis=1)
+    g = groups if groups is not None else _Groups(sensors)
+    a = absr[:, g.order]
+    mins = np.minimum.reduceat(a, g.starts, axis=1)
     # position of the min within each group: first index where a == group min
-    group = np.cumsum(np.r_[False, srt[1:] != srt[:-1]])
-    is_min = a == mins[:, group]
-    idx = np.where(is_min, np.arange(len(srt))[None, :], len(srt))
-    first = np.minimum.reduceat(idx, starts, axis=1)
-    return mins, order[first]
+    idx = np.where(a == mins[:, g.group], g.ar[None, :], len(g.ar))
+    first = np.minimum.reduceat(idx, g.starts, axis=1)
+    return mins, g.order[first]
 
 
 def _fit(
@@ -112,11 +127,9 @@ def _fit(
     """Robust fit of one source; 2-D at the seed's height unless ``solve_3d``.
 
     Membership is decided in 2-D: with height free, four pulses always fit exactly, so a
-    "consistent" 4-sensor set would prove nothing.
+    "consistent" 4-sensor set would prove nothing. Returns (theta (4,), residuals, info).
     """
-    w = np.ones((1, len(rho)))
-    cfg = config if solve_3d == config.solve_3d else replace(config, solve_3d=solve_3d)
-    return gauss_newton(pos[None], rho[None], w, theta[None], np.zeros(1), cfg, iterations)
+    return gauss_newton_one(pos, rho, theta, config, iterations, solve_3d)
 
 
 def associate(
@@ -140,41 +153,51 @@ def associate(
     times = np.asarray(times, float)
     sensors = np.asarray(sensors)
     tol_m = config.association_tolerance_s * c
-    strict = gate(positions, times, sensors, seed, c, config)
-    if len(np.unique(sensors[strict])) < config.min_sensors - 1:
-        return None
-    cand = gate(positions, times, sensors, seed, c, config, extra_s=HEALTH_GATE_S)
+    # the gate (see gate()), computed once for both bounds
+    dt = times - times[seed]
+    sep = np.sqrt(((positions - positions[seed]) ** 2).sum(-1))
+    bound = np.minimum(sep, config.max_range_m) / c + config.association_tolerance_s
+    other = (sensors != sensors[seed]) & (dt >= -1e-9)
+    strict_mask = other & (dt <= bound)
+    if len(np.unique(sensors[strict_mask])) < config.min_sensors - 1:
+        return None  # cheap exit: too few sensors could have heard the seed's source
+    cand = np.flatnonzero(other & (dt <= bound + HEALTH_GATE_S))
     pool = np.r_[seed, cand]  # pool index 0 is the seed
-    possible = np.r_[True, np.isin(cand, strict)]
+    possible = np.r_[True, strict_mask[cand]]
     offset = positions[seed]
     pos = positions[pool] - offset
-    rho = (times[pool] - times[seed]) * c
+    rho = dt[pool] * c
     sen = sensors[pool]
+    groups = _Groups(sen)
 
-    # pairs of candidates at two distinct sensors that are mutually possible
-    ii, jj = np.triu_indices(len(pool), k=1)
-    keep = (ii > 0) & (sen[ii] != sen[jj]) & possible[ii] & possible[jj]
-    sep = np.sqrt(((pos[ii] - pos[jj]) ** 2).sum(-1))
-    keep &= np.abs(rho[ii] - rho[jj]) <= sep + tol_m
+    # pairs of (the earliest) possible candidates at two distinct sensors, mutually possible
+    early = np.flatnonzero(possible)[1 : CONSENSUS_CANDIDATES + 1]
+    if len(early) < 2:
+        return None
+    a, b = np.triu_indices(len(early), k=1)
+    ii, jj = early[a], early[b]
+    keep = sen[ii] != sen[jj]
+    sep_ij = np.sqrt(((pos[ii] - pos[jj]) ** 2).sum(-1))
+    keep &= np.abs(rho[ii] - rho[jj]) <= sep_ij + tol_m
     ii, jj = ii[keep], jj[keep]
     if len(ii) == 0:
         return None
     tri = np.stack([np.zeros_like(ii), ii, jj], axis=1)
-    theta = _consensus_theta(pos, rho, sen, tri, tol_m, config)
+    theta = _consensus_theta(pos, rho, sen, tri, tol_m, config, groups=groups)
     if theta is None:
         return None
 
-    fit = _refine_members(pos, rho, sen, theta, tol_m, config)
+    fit = _refine_members(pos, rho, sen, theta, tol_m, config, groups=groups)
     if fit is None:
         return None
     theta, members = fit
     if 0 not in members or len(members) < config.min_sensors:
         return None
-    if not _seed_survives_guard(pos, rho, sen, members, tol_m, config):
+    if not _seed_survives_guard(pos, rho, sen, members, tol_m, config, groups):
         return None
 
     # final set: the closest pulse of every sensor within the health gate
-    mins, arg = _best_per_sensor(np.abs(_residuals(pos, rho, theta))[None], sen)
+    mins, arg = _best_per_sensor(np.abs(_residuals(pos, rho, theta))[None], sen, groups)
     chosen = np.sort(arg[0][mins[0] <= HEALTH_GATE_S * c])
     used = np.abs(_residuals(pos[chosen], rho[chosen], theta)) <= tol_m
     if 0 not in chosen[used] or used.sum() < config.min_sensors:
@@ -182,10 +205,10 @@ def associate(
     three_d = config.solve_3d and used.sum() >= config.min_sensors_3d
     iterations = config.gauss_newton_iterations if three_d else 2
     th, _, info = _fit(pos[chosen[used]], rho[chosen[used]], theta, config, iterations, three_d)
-    r_all = _residuals(pos[chosen], rho[chosen], th[0])
+    r_all = _residuals(pos[chosen], rho[chosen], th)
     fix = finish(
-        pos[chosen], rho[chosen], used, th[0], r_all, info[0], c, float(times[seed]),
-        offset, replace(config, solve_3d=three_d),
+        pos[chosen], rho[chosen], used, th, r_all, info, c, float(times[seed]),
+        offset, _config_3d(config, three_d),
     )
     if known_sensors is not None and len(known_sensors):
         share = heard_share(
@@ -194,6 +217,22 @@ def associate(
         if share < config.min_heard_share:
             return None
     return Association(pulses=pool[chosen], fix=fix)
+
+
+def _config_3d(config: LocatorConfig, solve_3d: bool) -> LocatorConfig:
+    """``config`` with ``solve_3d`` set (cached: dataclasses.replace costs ~20 µs a call)."""
+    if config.solve_3d == solve_3d:
+        return config
+    key = (id(config), solve_3d)
+    hit = _CONFIG_3D.get(key)
+    if hit is None or hit[0] is not config:
+        if len(_CONFIG_3D) > 64:
+            _CONFIG_3D.clear()
+        hit = _CONFIG_3D[key] = (config, replace(config, solve_3d=solve_3d))
+    return hit[1]
+
+
+_CONFIG_3D: dict[tuple[int, bool], tuple[LocatorConfig, LocatorConfig]] = {}
 
 
 def heard_share(source: NDArray, used: NDArray, known: NDArray, hearing_range_m: float) -> float:
@@ -218,29 +257,31 @@ def _residuals(pos: NDArray, rho: NDArray, theta: NDArray) -> NDArray:
 
 def _consensus_theta(
     pos: NDArray, rho: NDArray, sen: NDArray, tri: NDArray, tol_m: float,
-    config: LocatorConfig, exclude_seed: bool = False,
+    config: LocatorConfig, exclude_seed: bool = False, groups: _Groups | None = None,
 ) -> NDArray | None:
     """Best hypothesis (x, y, 0, τ) over the given triples by per-sensor MSAC cost."""
-    p, tau, ok = triple_hypotheses(
-        pos[None, :, :2], pos[None, :, 2], rho[None], tri, np.zeros(1)
-    )
-    ok = ok[0] & (np.sqrt((p[0] ** 2).sum(-1)) <= config.max_range_m)
+    p, tau, ok = triple_hypotheses_one(pos, rho, tri)
+    ok &= (p * p).sum(-1) <= config.max_range_m**2
     if not ok.any():
         return None
-    p, tau = p[:, ok], tau[:, ok]
-    res = hypothesis_residuals(p, tau, np.zeros(1), pos[None], rho[None])[0]
-    absr = np.abs(res)
+    p, tau = p[ok], tau[ok]
+    # |observed - predicted| range of every pulse under every hypothesis (H, P), source at z=0
+    dx = p[:, 0, None] - pos[None, :, 0]
+    dy = p[:, 1, None] - pos[None, :, 1]
+    absr = np.abs(rho[None, :] - tau[:, None] - np.sqrt(dx * dx + dy * dy + pos[None, :, 2] ** 2))
     if exclude_seed:
         absr[:, 0] = np.inf
-    mins, _ = _best_per_sensor(absr, sen)
-    cost = np.minimum(mins, tol_m) ** 2
-    best = int(np.argmin(cost.sum(-1)))
-    return np.array([p[0, best, 0], p[0, best, 1], 0.0, tau[0, best]])
+    # MSAC: truncate before the per-sensor min (same result: min and clip commute)
+    np.minimum(absr, tol_m, out=absr)
+    g = groups if groups is not None else _Groups(sen)
+    mins = np.minimum.reduceat(absr[:, g.order], g.starts, axis=1)
+    best = int(np.argmin((mins * mins).sum(-1)))
+    return np.array([p[best, 0], p[best, 1], 0.0, tau[best]])
 
 
 def _refine_members(
     pos: NDArray, rho: NDArray, sen: NDArray, theta: NDArray, tol_m: float,
-    config: LocatorConfig, exclude_seed: bool = False,
+    config: LocatorConfig, exclude_seed: bool = False, groups: _Groups | None = None,
 ) -> tuple[NDArray, NDArray] | None:
     """Select the best pulse per consistent sensor, fit, re-select, fit. (theta, members)."""
     members = None
@@ -248,7 +289,7 @@ def _refine_members(
         absr = np.abs(_residuals(pos, rho, theta))
         if exclude_seed:
             absr[0] = np.inf
-        mins, arg = _best_per_sensor(absr[None], sen)
+        mins, arg = _best_per_sensor(absr[None], sen, groups)
         new = np.sort(arg[0][mins[0] <= tol_m])
         if len(new) < 3:
             return None
@@ -256,16 +297,16 @@ def _refine_members(
             break
         members = new
         th, _, _ = _fit(pos[members], rho[members], theta, config, config.gauss_newton_iterations)
-        if not np.all(np.isfinite(th[0])):
+        if not np.all(np.isfinite(th)):
             return None
-        theta = th[0]
+        theta = th
     assert members is not None
     return theta, members
 
 
 def _seed_survives_guard(
     pos: NDArray, rho: NDArray, sen: NDArray, members: NDArray, tol_m: float,
-    config: LocatorConfig,
+    config: LocatorConfig, groups: _Groups | None = None,
 ) -> bool:
     """False if the fit's other pulses, without the seed, support a better source."""
     others = members[members != 0][:_GUARD_MEMBERS]
@@ -276,11 +317,12 @@ def _seed_survives_guard(
          for d in others[y + 1 :]]
     ).T
     alt = _consensus_theta(
-        pos, rho, sen, np.stack([ii, jj, kk], 1), tol_m, config, exclude_seed=True
+        pos, rho, sen, np.stack([ii, jj, kk], 1), tol_m, config, exclude_seed=True,
+        groups=groups,
     )
     if alt is None:
         return True
-    fit = _refine_members(pos, rho, sen, alt, tol_m, config, exclude_seed=True)
+    fit = _refine_members(pos, rho, sen, alt, tol_m, config, exclude_seed=True, groups=groups)
     if fit is None:
         return True
     theta, alt_members = fit

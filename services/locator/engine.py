@@ -20,9 +20,10 @@ duplicate could still be accepted; incidents are forgotten once no round can upd
 from __future__ import annotations
 
 import bisect
+import statistics
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -37,6 +38,8 @@ from shared.schemas import DetectionRecord, IncidentRecord, detection_key
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+#: Distinct reported positions kept beyond two per sensor before the table is compacted.
+_POSITIONS_SLACK = 256
 #: Slowest speed of sound we plan for (about -50 °C): bounds the candidate time slice.
 _C_MIN = 299.0
 
@@ -55,6 +58,10 @@ class _Pending:
     det: DetectionRecord
     offset: int
     t_us: int
+    #: Index of the detection's sensor position in the engine's position table.
+    pos_i: int
+    #: Small integer code of the detection's sensor.
+    code: int
 
 
 class ZoneEngine:
@@ -81,6 +88,16 @@ class ZoneEngine:
         self._sensor_version = 0
         self._sensor_seen_us: dict[str, int] = {}
         self._reach_cache: dict[str, tuple[int, float]] = {}
+        # Geometry caches (why: converting lat/lon per pulse and per window dominated a close).
+        # Every distinct (lat, lon, alt) reported gets an index; a sensor's code indexes its
+        # latest position index and last report time, aligned lists.
+        self._pos_index: dict[tuple[float, float, float], int] = {}
+        self._pos_geo: list[tuple[float, float, float]] = []
+        self._sensor_code: dict[str, int] = {}
+        self._code_pos: list[int] = []
+        self._code_seen: list[int] = []
+        #: seed position index -> (table size, ENU of every known position in its frame)
+        self._enu_cache: dict[int, tuple[int, np.ndarray]] = {}
         self._tracker = IncidentTracker(zone, config)
         self._health = HealthTracker(config)
         self._last_now: datetime | None = None
@@ -104,41 +121,87 @@ class ZoneEngine:
         if self._closed_until_us is not None and t_us < self._closed_until_us:
             self.late += 1
             return
+        sid = detection.sensor_id
         pos = (detection.position.lat, detection.position.lon, detection.position.alt_m)
-        if self._sensors.get(detection.sensor_id) != pos:
-            self._sensors[detection.sensor_id] = pos
+        pos_i = self._pos_index.get(pos)
+        if pos_i is None:
+            if len(self._pos_geo) >= _POSITIONS_SLACK + 2 * len(self._sensor_code):
+                self._compact_positions()
+            pos_i = self._pos_index[pos] = len(self._pos_geo)
+            self._pos_geo.append(pos)
+        code = self._sensor_code.get(sid)
+        if code is None:
+            code = self._sensor_code[sid] = len(self._code_pos)
+            self._code_pos.append(pos_i)
+            self._code_seen.append(t_us)
+        if self._sensors.get(sid) != pos:
+            self._sensors[sid] = pos
+            self._code_pos[code] = pos_i
             self._sensor_version += 1
-        seen = self._sensor_seen_us.get(detection.sensor_id)
-        self._sensor_seen_us[detection.sensor_id] = t_us if seen is None else max(seen, t_us)
-        self._pending[key] = _Pending(detection, offset, t_us)
+        seen = self._sensor_seen_us.get(sid)
+        self._sensor_seen_us[sid] = t_us if seen is None else max(seen, t_us)
+        self._code_seen[code] = self._sensor_seen_us[sid]
+        self._pending[key] = _Pending(detection, offset, t_us, pos_i, code)
         bisect.insort(self._order, (t_us, *key))
+
+    def _compact_positions(self) -> None:
+        """Forget positions no pending pulse and no sensor uses (sensors that move or jitter).
+
+        Keeps the position table, and so every cached ENU table, O(sensors + slack).
+        """
+        keep = sorted({p.pos_i for p in self._pending.values()} | set(self._code_pos))
+        remap = {old: new for new, old in enumerate(keep)}
+        self._pos_geo = [self._pos_geo[i] for i in keep]
+        self._pos_index = {pos: i for i, pos in enumerate(self._pos_geo)}
+        self._code_pos = [remap[i] for i in self._code_pos]
+        self._pending = {
+            k: replace(p, pos_i=remap[p.pos_i]) for k, p in self._pending.items()
+        }
+        self._enu_cache.clear()
+
+    def pending_count(self) -> int:
+        """Undecided detections held (for the service's back-pressure and metrics)."""
+        return len(self._pending)
 
     # ------------------------------------------------------------------ timing
     def _c(self, temperature_c: float | None) -> float:
         t = self.config.default_temperature_c if temperature_c is None else temperature_c
         return speed_of_sound(t)
 
+    def _enu_table(self, pos_i: int) -> np.ndarray:
+        """ENU (N, 3) of every known position, in the local frame at position ``pos_i``.
+
+        Cached per origin and recomputed only when a new position has been reported: a zone
+        has few sensors, so converting lat/lon once per frame instead of once per pulse and
+        window removes the geodesy from the hot path. (The frame at the seed's own sensor is
+        kept, exactly as before: heights and the 2-D solves are relative to it.)
+        """
+        cached = self._enu_cache.get(pos_i)
+        n = len(self._pos_geo)
+        if cached is not None and cached[0] == n:
+            return cached[1]
+        lat, lon, alt = self._pos_geo[pos_i]
+        arr = np.array(self._pos_geo, float)
+        enu = LocalFrame(lat, lon, alt).to_enu(arr[:, 0], arr[:, 1], arr[:, 2]).reshape(-1, 3)
+        self._enu_cache[pos_i] = (n, enu)
+        return enu
+
     def _reach_m(self, sensor_id: str) -> float:
         """Distance from a sensor to the farthest known sensor, capped at max_range_m."""
         cached = self._reach_cache.get(sensor_id)
         if cached is not None and cached[0] == self._sensor_version:
             return cached[1]
-        lat, lon, alt = self._sensors[sensor_id]
-        arr = np.array(list(self._sensors.values()))
-        enu = LocalFrame(lat, lon, alt).to_enu(arr[:, 0], arr[:, 1], arr[:, 2])
+        enu = self._enu_table(self._pos_index[self._sensors[sensor_id]])[self._code_pos]
         reach = min(float(np.sqrt((enu**2).sum(-1)).max()), self.config.max_range_m)
         self._reach_cache[sensor_id] = (self._sensor_version, reach)
         return reach
 
-    def _listening(self, frame: LocalFrame, t_us: int) -> np.ndarray:
-        """Positions (frame) of sensors that reported within sensor_listening_s of t_us."""
+    def _listening(self, table: np.ndarray, t_us: int) -> np.ndarray:
+        """Positions (``table``'s frame) of sensors that reported within sensor_listening_s."""
         span = int(self.config.sensor_listening_s * 1e6)
-        pts = [
-            pos for sid, pos in self._sensors.items()
-            if abs(self._sensor_seen_us[sid] - t_us) <= span
-        ]
-        arr = np.array(pts, float).reshape(-1, 3)
-        return frame.to_enu(arr[:, 0], arr[:, 1], arr[:, 2]).reshape(-1, 3)
+        seen = np.array(self._code_seen)
+        keep = np.abs(seen - t_us) <= span
+        return table[np.array(self._code_pos)[keep]]
 
     def _deadline(self, p: _Pending) -> datetime:
         travel = self._reach_m(p.det.sensor_id) / self._c(p.det.temperature_c)
@@ -224,18 +287,15 @@ class ZoneEngine:
         hi = bisect.bisect_right(self._order, (horizon, "\uffff", "\uffff"))
         pool = [self._pending[k[1:]] for k in self._order[:hi]]  # pool[0] is the seed
         temps = [p.det.temperature_c for p in pool if p.det.temperature_c is not None]
-        c = self._c(float(np.median(temps)) if temps else None)
+        c = self._c(statistics.median(temps) if temps else None)
         sp = seed.det.position
         frame = LocalFrame(sp.lat, sp.lon, sp.alt_m)
-        enu = frame.to_enu(
-            [p.det.position.lat for p in pool],
-            [p.det.position.lon for p in pool],
-            [p.det.position.alt_m for p in pool],
-        ).reshape(-1, 3)
-        times = np.array([(p.t_us - seed.t_us) / 1e6 for p in pool])
-        _, codes = np.unique([p.det.sensor_id for p in pool], return_inverse=True)
+        table = self._enu_table(seed.pos_i)
+        enu = table[[p.pos_i for p in pool]]
+        times = (np.array([p.t_us for p in pool], np.int64) - seed.t_us) / 1e6
+        codes = np.array([p.code for p in pool])
         assoc = associate(
-            enu, times, codes, 0, c, self.config, known_sensors=self._listening(frame, seed.t_us)
+            enu, times, codes, 0, c, self.config, known_sensors=self._listening(table, seed.t_us)
         )
         echo = assoc is not None and self.config.reject_echo_fits
         if echo and assoc is not None and self._echo_fit(assoc, pool, seed.t_us, c):

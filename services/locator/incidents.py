@@ -85,10 +85,10 @@ class Incident:
                 [r.lat for r in self.rounds], [r.lon for r in self.rounds],
                 [r.alt_m for r in self.rounds],
             )
-            infos = [np.linalg.pinv(np.array(r.covariance_m2)) for r in self.rounds]
-            info = np.sum(infos, axis=0)
-            cov = np.linalg.pinv(info)
-            xy = cov @ np.sum([i @ e[:2] for i, e in zip(infos, enu, strict=True)], axis=0)
+            # one batched pseudo-inverse for all rounds (a call per round dominated updates)
+            infos = np.linalg.pinv(np.array([r.covariance_m2 for r in self.rounds], float))
+            cov = np.linalg.pinv(infos.sum(0))
+            xy = cov @ np.einsum("rij,rj->i", infos, enu[:, :2])
             la, lo, al = frame.to_geodetic([xy[0], xy[1], float(np.mean(enu[:, 2]))])
             lat, lon, alt = float(la), float(lo), float(al)
         radius, major, minor, orientation = ellipse95(cov, config)

@@ -730,7 +730,4 @@ class LocatorService:
 
 def _pending_count(engine: ZoneEngine) -> int:
     """Undecided detections an engine holds (for back-pressure and the retained gauge)."""
-    count = getattr(engine, "pending_count", None)
-    if callable(count):
-        return int(count())
-    return len(engine._pending)  # until ZoneEngine exposes a public count
+    return engine.pending_count()

@@ -37,6 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.locator.config import LocatorConfig
+from services.locator.solver_jit import KERNEL
 
 #: χ² quantile with 2 degrees of freedom at 95 %.
 CHI2_2_95 = 5.991464547107979
@@ -135,6 +136,56 @@ def triple_hypotheses(
     return p, tau, ok
 
 
+def triple_hypotheses_one(
+    pos: NDArray, rho: NDArray, tri: NDArray
+) -> tuple[NDArray, NDArray, NDArray]:
+    """:func:`triple_hypotheses` for one problem with the source at height 0.
+
+    ``pos`` (N, 3), ``rho`` (N,), ``tri`` (K, 3). Returns ``p`` (2K, 2), ``tau`` (2K,),
+    ``ok`` (2K,), the same roots in the same order (plain indexing instead of the batched
+    gathers: this runs once per decided pulse in the engine).
+    """
+    i0, i1, i2 = tri[:, 0], tri[:, 1], tri[:, 2]
+    a0 = pos[i0, :2]
+    a1 = pos[i1, :2] - a0
+    a2 = pos[i2, :2] - a0
+    r0 = rho[i0]
+    r1 = rho[i1] - r0
+    r2 = rho[i2] - r0
+    zz = pos[:, 2] ** 2
+    k0 = zz[i0]
+    n1 = (a1 * a1).sum(-1)
+    n2 = (a2 * a2).sum(-1)
+    b1 = 0.5 * (n1 + zz[i1] - k0 - r1 * r1)
+    b2 = 0.5 * (n2 + zz[i2] - k0 - r2 * r2)
+    a1x, a1y, a2x, a2y = a1[:, 0], a1[:, 1], a2[:, 0], a2[:, 1]
+    det = a1x * a2y - a1y * a2x
+    good = np.abs(det) > 1e-3 * (n1 + n2)
+    inv = np.where(good, 1.0 / np.where(good, det, 1.0), 0.0)
+    ux = (a2y * b1 - a1y * b2) * inv
+    uy = (-a2x * b1 + a1x * b2) * inv
+    vx = (a2y * r1 - a1y * r2) * inv
+    vy = (-a2x * r1 + a1x * r2) * inv
+    qa = vx * vx + vy * vy - 1.0
+    qb = 2.0 * (ux * vx + uy * vy)
+    qc = ux * ux + uy * uy + k0
+    disc = qb * qb - 4.0 * qa * qc
+    good &= disc >= 0
+    sq = np.sqrt(np.maximum(disc, 0.0))
+    lin = np.abs(qa) < 1e-9
+    safe_qa = np.where(lin, 1.0, qa)
+    lin_ok = np.abs(qb) > 1e-12
+    s_lin = np.where(lin_ok, -qc / np.where(lin_ok, qb, 1.0), 1.0)
+    s1 = np.where(lin, s_lin, (-qb + sq) / (2 * safe_qa))
+    s2 = np.where(lin, s_lin, (-qb - sq) / (2 * safe_qa))
+    sig = np.concatenate([s1, s2])
+    ok = np.concatenate([good, good & ~lin]) & (sig <= 1e-6)
+    px = np.concatenate([a0[:, 0] + ux, a0[:, 0] + ux]) + np.concatenate([vx, vx]) * sig
+    py = np.concatenate([a0[:, 1] + uy, a0[:, 1] + uy]) + np.concatenate([vy, vy]) * sig
+    tau = np.concatenate([r0, r0]) + sig
+    return np.stack([px, py], -1), tau, ok
+
+
 def hypothesis_residuals(
     p: NDArray, tau: NDArray, z0: NDArray, pos: NDArray, rho: NDArray
 ) -> NDArray:
@@ -194,6 +245,64 @@ def gauss_newton(
         step = np.linalg.solve(info, -grad[..., None])[..., 0]
         theta = theta + step
     raise AssertionError("unreachable")
+
+
+def gauss_newton_one(
+    pos: NDArray, rho: NDArray, theta: NDArray, config: LocatorConfig, iterations: int,
+    solve_3d: bool,
+) -> tuple[NDArray, NDArray, NDArray]:
+    """:func:`gauss_newton` for one problem, unit weights, height prior at z = 0.
+
+    Same model and answers (to the early exit: it stops once a step moves the source less
+    than ``_CONVERGED_M``; the returned residuals and information are then evaluated at the
+    final θ, as in the batched path), written with as few numpy calls as possible: one
+    (n, 5) matrix holds the Jacobian and the residuals, so one product gives the information
+    matrix, the gradient and the residual sum of squares; the 4x4 solves are plain floats.
+    ``pos`` (n, 3), ``rho`` (n,), ``theta`` (4,) start. Returns (theta (4,), residuals (n,),
+    information (4, 4)). Never raises; a singular system returns the current iterate.
+    """
+    n = rho.shape[0]
+    huber = config.huber_m
+    inv_sz2 = 1.0 / config.z_prior_sigma_m**2
+    th = np.array(theta, float)
+    if not solve_3d:
+        th[2] = 0.0
+    jac = np.empty((n, 5))
+    r = jac[:, 4]
+    converged = False
+    for it in range(iterations + 1):
+        d = th[:3] - pos  # source - sensor
+        dist = np.sqrt((d * d) @ _ONES3)
+        np.maximum(dist, 1e-6, out=dist)
+        np.divide(d, dist[:, None], out=jac[:, :3])
+        if not solve_3d:
+            jac[:, 2] = 0.0
+        jac[:, 3] = 1.0
+        np.subtract(rho, dist, out=r)
+        r -= th[3]  # observed - predicted
+        rmax = max(float(r.max()), -float(r.min())) if n else 0.0
+        if rmax > huber:
+            wts = np.minimum(1.0, huber / np.maximum(np.abs(r), 1e-12))
+            m = ((jac * wts[:, None]).T @ jac).tolist()
+            rr = float(r @ r)
+        else:
+            m = (jac.T @ jac).tolist()
+            rr = m[4][4]
+        lam = max(rr / max(n, 1), _PRIOR_FLOOR_M2) * inv_sz2 if solve_3d else 0.0
+        m[2][2] += lam if solve_3d else 1.0
+        if it == iterations or converged:
+            break
+        g = m[4][:4]  # Jᵀ W r  (∂f/∂θ = jac[:, :4] for f = -r)
+        g[2] -= lam * th[2]
+        for i in range(4):
+            m[i][i] += 1e-12
+        step = _solve4(m, g)
+        if step is None:
+            break
+        th += step
+        converged = step[0] ** 2 + step[1] ** 2 + step[2] ** 2 < _CONVERGED_M**2
+    info = np.array([row[:4] for row in m[:4]])
+    return th, r.copy(), info
 
 
 def ellipse95(cov: NDArray, config: LocatorConfig) -> tuple[float, float, float, float]:
@@ -484,6 +593,8 @@ def _locate_fast(
     1 mm away). Succeeds only if *every* arrival ends within the consistency gate (the batch
     path would then also use them all and skip consensus); otherwise returns None.
     """
+    if KERNEL is not None:
+        return _locate_fast_jit(positions, times, c, config)
     n = times.shape[0]
     first = int(times.argmin())
     offset = positions[first]
@@ -554,6 +665,48 @@ def _locate_fast(
     return Fix(
         position=th[:3] + offset,
         emission_time_s=t_ref + float(th[3]) / c,
+        used=np.ones(n, bool),
+        residuals_s=r / c,
+        rms_s=math.sqrt(rr / n) / c,
+        radius95_m=radius,
+        semi_major_m=major,
+        semi_minor_m=minor,
+        orientation_deg=orient,
+        covariance_m2=cov,
+    )
+
+
+def _locate_fast_jit(
+    positions: NDArray, times: NDArray, c: float, config: LocatorConfig
+) -> Fix | None:
+    """:func:`_locate_fast` through the compiled kernel (``solver_jit``): same contract."""
+    n = times.shape[0]
+    theta = np.empty(4)
+    r = np.empty(n)
+    info = np.empty((4, 4))
+    zflag = config.solve_3d
+    assert KERNEL is not None
+    first, t_ref, rr, rmax = KERNEL(
+        positions, times, c, config.huber_m, zflag, 1.0 / config.z_prior_sigma_m**2,
+        config.gauss_newton_iterations, _PRIOR_FLOOR_M2, _CONVERGED_M, theta, r, info,
+    )
+    if first < 0 or rmax > config.association_tolerance_s * c:
+        return None
+    if not (math.isfinite(theta[0]) and math.isfinite(theta[1]) and math.isfinite(theta[3])):
+        return None
+    m = info.tolist()
+    dof = max(n - (4 if zflag else 3), 1)
+    s2 = max(rr / dof, config.range_sigma_floor_m**2)
+    c0 = _solve4(m, [1.0, 0.0, 0.0, 0.0])
+    c1 = _solve4(m, [0.0, 1.0, 0.0, 0.0])
+    if c0 is None or c1 is None:
+        return None
+    cxy = c0[1] * s2
+    cov = np.array([[c0[0] * s2, cxy], [cxy, c1[1] * s2]])
+    radius, major, minor, orient = ellipse95(cov, config)
+    return Fix(
+        position=theta[:3] + positions[first],
+        emission_time_s=t_ref + float(theta[3]) / c,
         used=np.ones(n, bool),
         residuals_s=r / c,
         rms_s=math.sqrt(rr / n) / c,

@@ -245,3 +245,17 @@ def test_a_louder_later_source_is_not_taken_for_an_echo(config: LocatorConfig) -
     cfg = LocatorConfig(default_temperature_c=20.0, min_heard_share=0.0)
     _, records = replay(_wall_scene(36.0).sorted(), cfg)
     assert len(latest(records)) == 2
+
+
+def test_pending_count_is_the_number_of_undecided_detections(
+    scene: Scene, config: LocatorConfig
+) -> None:
+    scene.shot(SOURCE, 1.0)
+    dets = scene.sorted()
+    engine = ZoneEngine(ZONE, config, placeholder_scorer)
+    for offset, det in enumerate(dets):
+        engine.add(det, offset, det.arrival_time)
+    engine.add(dets[0], 99, dets[0].arrival_time)  # a duplicate is not pending twice
+    assert engine.pending_count() == len(dets)
+    engine.flush()
+    assert engine.pending_count() == 0

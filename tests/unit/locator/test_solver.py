@@ -108,3 +108,45 @@ def test_ellipse_orientation_is_clockwise_from_north(cov: np.ndarray, orientatio
     assert orient == pytest.approx(orientation, abs=1e-6)
     assert major == radius == pytest.approx(np.sqrt(5.991464547107979 * 9.0), rel=1e-6)
     assert minor == pytest.approx(np.sqrt(5.991464547107979 * 1.0), rel=1e-6)
+
+
+def test_single_problem_helpers_give_the_batched_answers() -> None:
+    """The engine's per-window helpers are the batched solver's maths, not a new model."""
+    from services.locator.solver import (
+        gauss_newton,
+        gauss_newton_one,
+        triple_hypotheses,
+        triple_hypotheses_one,
+    )
+
+    rng = np.random.default_rng(3)
+    pos = SENSORS[:8] - SENSORS[0]
+    src = np.array([150.0, -80.0, 0.0])
+    rho = np.sqrt(((pos - src) ** 2).sum(-1)) + rng.normal(0, 0.3, len(pos))
+    tri = np.array([[0, 1, 2], [0, 3, 5], [1, 4, 6]])
+    p1, t1, ok1 = triple_hypotheses_one(pos, rho, tri)
+    pb, tb, okb = triple_hypotheses(pos[None, :, :2], pos[None, :, 2], rho[None], tri, np.zeros(1))
+    assert np.array_equal(ok1, okb[0])
+    assert np.allclose(p1[ok1], pb[0][ok1]) and np.allclose(t1[ok1], tb[0][ok1])
+    start = np.array([100.0, -50.0, 0.0, 0.0])
+    th1, r1, info1 = gauss_newton_one(pos, rho, start, CFG, 6, solve_3d=False)
+    cfg2d = LocatorConfig(solve_3d=False)
+    thb, rb, infob = gauss_newton(pos[None], rho[None], np.ones((1, 8)), start[None],
+                                  np.zeros(1), cfg2d, 6)
+    assert np.allclose(th1, thb[0], atol=1e-3) and np.allclose(r1, rb[0], atol=1e-2)
+    assert np.allclose(info1, infob[0], rtol=1e-3, atol=1e-6)
+
+
+def test_compiled_fast_path_matches_the_numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.locator import solver
+
+    if solver.KERNEL is None:
+        pytest.skip("numba not installed: only the numpy path exists")
+    pos = SENSORS[:9]
+    times = arrivals(np.array([210.0, 95.0, 3.0]), sensors=pos)
+    compiled = solver._locate_fast(pos, times, C, CFG)
+    monkeypatch.setattr(solver, "KERNEL", None)
+    plain = solver._locate_fast(pos, times, C, CFG)
+    assert compiled is not None and plain is not None
+    assert np.allclose(compiled.position, plain.position, atol=1e-9)
+    assert compiled.radius95_m == pytest.approx(plain.radius95_m, rel=1e-9)
