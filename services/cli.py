@@ -7,25 +7,22 @@ one-line message on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from services.ingest.registry import (
-    RegistryError,
     add_sensor,
     list_sensors,
     revoke_sensor,
     rotate_token,
 )
 from services.ingest.settings import IngestSettings
-from shared.db import MigrationError, migrate_url
-from shared.embedded import EmbeddedStartError
+from shared.cli import err, fail, operator_errors
+from shared.db import migrate_url
 from shared.runtime import infrastructure
 from shared.schemas import Position, is_identifier
 from shared.settings import CommonSettings
@@ -50,35 +47,7 @@ def _mount_service_apps() -> None:
 
 _mount_service_apps()
 
-err = Console(stderr=True)
 out = Console()
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
-
-
-def operator_errors(fn: F) -> F:
-    """Turn the errors an operator can cause into a message and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-            )
-            raise fail(f"invalid settings or input: {problems}") from None
-        except (RegistryError, MigrationError, EmbeddedStartError, FileNotFoundError) as exc:
-            raise fail(str(exc)) from None
-        except (OSError, ConnectionError) as exc:
-            raise fail(f"cannot reach a server: {exc}") from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _with_database(settings: CommonSettings, action: Callable[[str], Any]) -> Any:

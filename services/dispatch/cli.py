@@ -11,19 +11,17 @@ and exit code 2, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import asyncpg
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from services.dispatch import store
-from shared.db import MigrationError, migrate_url
-from shared.embedded import EmbeddedStartError
+from shared.cli import err, fail, operator_errors
+from shared.db import migrate_url
 from shared.runtime import infrastructure
 from shared.settings import CommonSettings
 
@@ -36,32 +34,7 @@ dead_letters_app = typer.Typer(
 )
 app.add_typer(dead_letters_app, name="dead-letters")
 
-err = Console(stderr=True)
 out = Console()
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(2)
-
-
-def _operator_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-            )
-            raise _fail(f"invalid settings: {problems}") from None
-        except (MigrationError, EmbeddedStartError, asyncpg.PostgresError) as exc:
-            raise _fail(str(exc)) from None
-        except (OSError, ConnectionError) as exc:
-            raise _fail(f"cannot reach the database: {exc}") from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _with_pool(action: Callable[[asyncpg.Pool], Awaitable[Any]]) -> Any:
@@ -80,7 +53,7 @@ def _with_pool(action: Callable[[asyncpg.Pool], Awaitable[Any]]) -> Any:
 
 
 @app.callback(invoke_without_command=True)
-@_operator_errors
+@operator_errors
 def main(ctx: typer.Context) -> None:
     """Run the dispatch service (consumer, delivery workers, admin API) until a signal."""
     if ctx.invoked_subcommand is not None:
@@ -92,7 +65,7 @@ def main(ctx: typer.Context) -> None:
 
 
 @dead_letters_app.command("list")
-@_operator_errors
+@operator_errors
 def dead_letters_list(
     subscription: Annotated[str | None, typer.Option(help="Only this subscription")] = None,
     incident: Annotated[str | None, typer.Option(help="Only this incident")] = None,
@@ -122,7 +95,7 @@ def dead_letters_list(
 
 
 @app.command("replay")
-@_operator_errors
+@operator_errors
 def replay(
     delivery_ids: Annotated[
         list[int] | None, typer.Argument(help="Delivery ids to replay (see dead-letters list)")
@@ -133,9 +106,9 @@ def replay(
 ) -> None:
     """Send dead (or failed) deliveries again, with the same webhook-id and body."""
     if not delivery_ids and not all_dead:
-        raise _fail("give delivery ids, or --all-dead")
+        raise fail("give delivery ids, or --all-dead")
     if delivery_ids and all_dead:
-        raise _fail("give delivery ids or --all-dead, not both")
+        raise fail("give delivery ids or --all-dead, not both")
 
     async def _go(pool: asyncpg.Pool) -> tuple[list[int], list[str]]:
         if all_dead:
@@ -160,4 +133,4 @@ def replay(
     done, problems = _with_pool(_go)
     out.print(f"replayed {len(done)} deliver{'y' if len(done) == 1 else 'ies'}")
     if problems:
-        raise _fail("; ".join(problems))
+        raise fail("; ".join(problems))

@@ -6,59 +6,24 @@ broker) ends in a one-line message on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+
+from shared.cli import err, fail, operator_errors
 
 app = typer.Typer(
     help="The locator: detections in, located and classified incidents out.",
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, soft_wrap=True)
 out = Console()
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
-    return typer.Exit(2)
-
-
-def _operator_errors(fn: F) -> F:
-    """Turn the errors an operator can cause into a message and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from shared.embedded import EmbeddedStartError
-        from shared.kafka import BrokerUnavailable, DeadLetterBudgetExceeded
-
-        try:
-            return fn(*args, **kwargs)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-            )
-            raise _fail(f"invalid settings: {problems}") from None
-        except (ValueError, EmbeddedStartError, BrokerUnavailable) as exc:
-            raise _fail(str(exc)) from None
-        except DeadLetterBudgetExceeded as exc:
-            raise _fail(f"stopped: {exc} (is a bad producer writing to the topic?)") from None
-        except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            raise _fail(f"{where}{exc.strerror or exc}") from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 @app.callback(invoke_without_command=True)
-@_operator_errors
+@operator_errors
 def locator(ctx: typer.Context) -> None:
     """Run the locator consumer until SIGTERM/SIGINT (SHOTLINE_LOCATOR_* settings)."""
     if ctx.invoked_subcommand is not None:
@@ -70,7 +35,7 @@ def locator(ctx: typer.Context) -> None:
 
 
 @app.command("fit")
-@_operator_errors
+@operator_errors
 def fit_command(
     labels: Annotated[Path, typer.Argument(help="labels.csv: features + label per incident")],
     out_path: Annotated[
@@ -88,7 +53,7 @@ def fit_command(
     from services.locator.scoring import ScoringModel
 
     if not labels.is_file():
-        raise _fail(f"{labels}: no such file")
+        raise fail(f"{labels}: no such file")
     rows = read_labels_csv(labels)
     model = fit(rows, ScoringModel.load(base))
     report = evaluate(model, rows)
