@@ -21,6 +21,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -148,6 +149,40 @@ class DetectionRecord(WireModel):
     def key(self) -> tuple[str, str]:
         """Identity across retries and replays: (sensor_id, detection_id)."""
         return (self.sensor_id, self.detection_id)
+
+
+def encode_detection_record(
+    detection: DetectionIn, *, zone: str, position: dict[str, float], received_at: str
+) -> bytes:
+    """The bytes of ``encode(DetectionRecord(...))`` for an already validated detection.
+
+    Ingest's hot path: building and dumping a :class:`DetectionRecord` costs about four
+    times as much as the Kafka send it precedes. ``position`` is ``Position.model_dump()``
+    of the position to record, used only when the detection carries none of its own;
+    ``received_at`` is ``format_time(now)``. The output is byte-identical to the model's
+    (a property test holds the two together), so consumers decode it as a
+    :class:`DetectionRecord` like any other.
+    """
+    own = detection.position
+    return orjson.dumps(
+        {
+            "schema_version": DETECTION_SCHEMA_VERSION,
+            "detection_id": detection.detection_id,
+            "sensor_id": detection.sensor_id,
+            "zone": zone,
+            "arrival_time": format_time(detection.arrival_time),
+            "position": position if own is None else own.model_dump(),
+            "features": {
+                "peak_db": detection.peak_db,
+                "snr_db": detection.snr_db,
+                "rise_time_ms": detection.rise_time_ms,
+                "duration_ms": detection.duration_ms,
+                "spectral_centroid_hz": detection.spectral_centroid_hz,
+            },
+            "temperature_c": detection.temperature_c,
+            "received_at": received_at,
+        }
+    )
 
 
 IncidentClass = Literal["gunfire", "probable_gunfire", "fireworks", "other"]

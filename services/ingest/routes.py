@@ -24,10 +24,10 @@ from services.ingest.validation import (
     FieldError,
     ItemResult,
     check_time_window,
-    parse_item,
+    parse_items,
 )
 from shared.kafka import wait_for_broker
-from shared.schemas import DetectionIn, DetectionRecord
+from shared.schemas import DetectionIn, encode_detection_record, format_time
 
 router = APIRouter()
 
@@ -149,12 +149,14 @@ async def post_detections(request: Request) -> Response:
     now = state.clock()
     tolerance = timedelta(seconds=settings.clock_tolerance_s)
     max_age = timedelta(seconds=settings.max_age_s)
+    received_at = format_time(now)
+    registry_position = sensor.position.model_dump()
     results: list[ItemResult | None] = [None] * len(items)
-    to_send: list[tuple[int, DetectionRecord]] = []
+    to_send: list[tuple[DetectionIn, bytes]] = []
     in_batch: set[tuple[str, str]] = set()
-    for index, item in enumerate(items):
-        parsed = parse_item(item, index)
+    for index, parsed in enumerate(parse_items(items)):
         if isinstance(parsed, tuple):
+            item = items[index]
             detection_id = item.get("detection_id") if isinstance(item, dict) else None
             results[index] = ItemResult(
                 index, detection_id if isinstance(detection_id, str) else None, "rejected", parsed
@@ -183,24 +185,17 @@ async def post_detections(request: Request) -> Response:
             results[index] = ItemResult(index, detection.detection_id, "duplicate")
             continue
         in_batch.add(key)
-        # Every part was validated above: construct without validating a second time.
-        record = DetectionRecord.model_construct(
-            detection_id=detection.detection_id,
-            sensor_id=detection.sensor_id,
-            zone=sensor.zone,
-            arrival_time=detection.arrival_time,
-            position=detection.position or sensor.position,
-            features=detection.features(),
-            temperature_c=detection.temperature_c,
-            received_at=now,
+        value = encode_detection_record(
+            detection, zone=sensor.zone, position=registry_position, received_at=received_at
         )
-        to_send.append((index, record))
+        to_send.append((detection, value))
         results[index] = ItemResult(index, detection.detection_id, "accepted")
 
     if to_send:
         try:
             await asyncio.wait_for(
-                state.publish([r for _, r in to_send]), settings.produce_timeout_s
+                state.publish(sensor.zone, [value for _, value in to_send]),
+                settings.produce_timeout_s,
             )
         except (TimeoutError, *state.kafka_errors) as exc:
             state.log.warning("kafka did not acknowledge", extra={"error": repr(exc)})
@@ -210,9 +205,11 @@ async def post_detections(request: Request) -> Response:
                 "accepted, resend it after Retry-After",
                 headers={"Retry-After": str(settings.retry_after_s)},
             )
-        for _, record in to_send:
-            state.recent.remember(record.key, now)
-            metrics.ARRIVAL_DELAY.observe(max(0.0, (now - record.arrival_time).total_seconds()))
+        for detection, _ in to_send:
+            state.recent.remember((detection.sensor_id, detection.detection_id), now)
+            metrics.ARRIVAL_DELAY.observe(
+                max(0.0, (now - detection.arrival_time).total_seconds())
+            )
         metrics.DEDUP_ENTRIES.set(len(state.recent))
     state.last_seen[sensor.sensor_id] = now
 

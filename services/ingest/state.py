@@ -13,8 +13,7 @@ from aiokafka import AIOKafkaProducer
 from services.ingest.settings import IngestSettings
 from services.ingest.validation import RecentDetections, TokenBucket
 from shared.clock import Clock
-from shared.kafka import KafkaError, encode
-from shared.schemas import DetectionRecord
+from shared.kafka import KafkaError
 
 
 @dataclass
@@ -30,13 +29,11 @@ class IngestState:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("shotline.ingest"))
     kafka_errors: tuple[type[BaseException], ...] = (KafkaError,)
 
-    async def publish(self, records: list[DetectionRecord]) -> None:
-        """Write records keyed by zone and wait until Kafka acknowledged every one.
+    async def publish(self, zone: str, values: list[bytes]) -> None:
+        """Write encoded detection records keyed by ``zone``; return once Kafka acked all.
 
         Raises KafkaError (or is cancelled by the caller's timeout) if any is not acked.
         """
-        futures = [
-            await self.producer.send(self.settings.detections_topic, encode(r), key=r.zone.encode())
-            for r in records
-        ]
+        topic, key = self.settings.detections_topic, zone.encode()
+        futures = [await self.producer.send(topic, value, key=key) for value in values]
         await asyncio.gather(*futures)

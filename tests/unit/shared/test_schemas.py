@@ -5,9 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.schemas import DetectionRecord, Position, format_time, topic_json_schemas
+from shared.kafka import encode
+from shared.schemas import (
+    AcousticFeatures,
+    DetectionIn,
+    DetectionRecord,
+    Position,
+    encode_detection_record,
+    format_time,
+    topic_json_schemas,
+)
 
 
 @pytest.mark.parametrize(
@@ -63,3 +74,62 @@ def test_topic_schemas_are_published() -> None:
     schemas = topic_json_schemas()
     assert set(schemas) == {"detections", "incidents"}
     assert "arrival_time" in schemas["detections"]["properties"]
+
+
+_optional_level = st.none() | st.floats(min_value=0, max_value=200, allow_nan=False)
+_positions = st.builds(
+    Position,
+    lat=st.floats(min_value=-90, max_value=90),
+    lon=st.floats(min_value=-180, max_value=180),
+    alt_m=st.floats(min_value=-500, max_value=9000),
+)
+
+
+@given(
+    arrival=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    own_position=st.none() | _positions,
+    registry_position=_positions,
+    peak_db=_optional_level,
+    rise_time_ms=_optional_level,
+    temperature_c=st.none() | st.floats(min_value=-60, max_value=70),
+)
+def test_ingest_fast_encoding_is_byte_identical_to_the_record_model(
+    arrival: datetime,
+    own_position: Position | None,
+    registry_position: Position,
+    peak_db: float | None,
+    rise_time_ms: float | None,
+    temperature_c: float | None,
+) -> None:
+    # Ingest skips building DetectionRecord for speed; what it writes must still be exactly
+    # what the model would write, or the wire format would have two owners.
+    detection = DetectionIn(
+        detection_id="d-1",
+        sensor_id="s-1",
+        arrival_time=arrival,
+        position=own_position,
+        peak_db=peak_db,
+        rise_time_ms=rise_time_ms,
+        temperature_c=temperature_c,
+    )
+    received = datetime(2026, 11, 25, 1, 2, 3, 456789, tzinfo=UTC)
+    fast = encode_detection_record(
+        detection,
+        zone="zone-a",
+        position=registry_position.model_dump(),
+        received_at=format_time(received),
+    )
+    record = DetectionRecord(
+        detection_id="d-1",
+        sensor_id="s-1",
+        zone="zone-a",
+        arrival_time=arrival,
+        position=own_position or registry_position,
+        features=AcousticFeatures(peak_db=peak_db, rise_time_ms=rise_time_ms),
+        temperature_c=temperature_c,
+        received_at=received,
+    )
+    assert fast == encode(record)
+    assert DetectionRecord.model_validate_json(fast) == record
