@@ -339,6 +339,7 @@ def echo_shadowed(
     prior_db: NDArray,
     horizon_s: float,
     repeat_tol_s: float,
+    level_margin_db: float = 0.0,
 ) -> NDArray[np.bool_]:
     """Which members of a fit are probably echoes (reverberation) of an earlier, louder pulse.
 
@@ -346,8 +347,9 @@ def echo_shadowed(
     and is *weaker* (longer spreading + reflection loss); an audible reflection's path is at
     most the hearing range, so it trails the direct sound by at most ``horizon_s``
     (``max_range_m / c``). A member pulse is *shadowed* if its own sensor heard another pulse
-    ``0 < Δt <= horizon_s`` earlier that was at least as loud (``*_db``: SNR; NaN = unknown,
-    never shadows: without loudness a later pulse could as well be a new source).
+    ``0 < Δt <= horizon_s`` earlier that was at least as loud, less ``level_margin_db`` of
+    measurement scatter (``*_db``: SNR; NaN = unknown, never shadows: without loudness a later
+    pulse could as well be a new source).
 
     Exception — a burst: the previous round fired from the *same place* precedes every member
     by the *same* Δt (the round interval). An earlier pulse whose Δt is shared, within
@@ -369,7 +371,8 @@ def echo_shadowed(
         return np.zeros(len(mt), bool)
     delay = mt[:, None] - pt[None, :]  # (M, P)
     timing = (ms[:, None] == ps[None, :]) & (delay > 1e-9) & (delay <= horizon_s)
-    louder = timing & (pdb[None, :] >= mdb[:, None])  # False where either loudness is NaN
+    # False where either loudness is NaN
+    louder = timing & (pdb[None, :] >= mdb[:, None] - level_margin_db)
     if not louder.any():
         return np.zeros(len(mt), bool)
     mi, pj = np.nonzero(louder)

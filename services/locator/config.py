@@ -40,6 +40,11 @@ class LocatorConfig:
     #: trailing, within ``max_range_m / c``, an at-least-as-loud pulse at the same sensor
     #: that is not the previous round of a burst (``association.echo_shadowed``).
     reject_echo_fits: bool = True
+    #: The echo rule's "at least as loud" allows this much SNR measurement scatter (dB): one
+    #: arrival reported twice by a Pittsburgh sensor differed by 0.5 dB, so a reverberation
+    #: measured a fraction of a dB above its direct sound is still its reverberation.
+    #: (Pittsburgh gives the same result for any value from 0.5 to 10 dB.)
+    echo_level_margin_db: float = 1.0
 
     # --- solver --------------------------------------------------------------------------
     #: Solve for height too (with a soft prior at the first-arrival sensor's height) ...
@@ -85,5 +90,7 @@ class LocatorConfig:
             raise ValueError("min_sensors must be >= 3 (2-D position + emission time)")
         if self.association_tolerance_s <= 0 or self.max_range_m <= 0:
             raise ValueError("association_tolerance_s and max_range_m must be positive")
+        if self.echo_level_margin_db < 0:
+            raise ValueError("echo_level_margin_db must be >= 0")
         if self.update_window_s < 0 or self.update_distance_m < 0:
             raise ValueError("update_window_s and update_distance_m must be >= 0")

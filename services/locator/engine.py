@@ -338,6 +338,7 @@ class ZoneEngine:
             np.array([v for _, _, v in prior]),
             horizon_s,
             2 * self.config.association_tolerance_s,
+            self.config.echo_level_margin_db,
         )
         return int((~shadowed).sum()) < self.config.min_sensors
 

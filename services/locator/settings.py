@@ -84,6 +84,7 @@ class LocatorSettings(CommonSettings):
     window_margin_s: float = Field(default=_D.window_margin_s, ge=0)
     ingest_lateness_s: float = Field(default=_D.ingest_lateness_s, ge=0)
     min_sensors: int = Field(default=_D.min_sensors, ge=3)
+    echo_level_margin_db: float = Field(default=_D.echo_level_margin_db, ge=0)
     update_window_s: float = Field(default=_D.update_window_s, ge=0)
     update_distance_m: float = Field(default=_D.update_distance_m, ge=0)
     health_min_samples: int = Field(default=_D.health_min_samples, ge=1)

@@ -161,6 +161,8 @@ _M_DB = [10.0, 10.0, 10.0, 10.0]
         ([(0.6, "a", 10.0)], [True, False, False, False]),
         # quieter earlier pulse: the member may be a new, louder sound
         ([(0.6, "a", 5.0)], [False, False, False, False]),
+        # quieter by less than the 1 dB margin (SNR scatter): still an echo of it
+        ([(0.6, "a", 9.5)], [True, False, False, False]),
         # earlier pulse at another sensor: says nothing about this one
         ([(0.6, "z", 30.0)], [False, False, False, False]),
         # beyond the echo horizon (6 s): too long a path to be heard
@@ -181,5 +183,6 @@ def test_echo_shadowed(prior: list[tuple[float, str, float]], expected: list[boo
         np.array(_M_T), np.array(_M_S), np.array(_M_DB),
         np.array([p[0] for p in prior]), np.array([p[1] for p in prior]),
         np.array([p[2] for p in prior]), horizon_s=6.0, repeat_tol_s=0.05,
+        level_margin_db=1.0,
     )
     assert mask.tolist() == expected

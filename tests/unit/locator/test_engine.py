@@ -240,6 +240,18 @@ def test_burst_with_wall_echoes_is_one_incident_with_every_round(config: Locator
     assert incident.rounds == 3 and error_m(incident, SOURCE) < 0.1
 
 
+def test_an_echo_measured_a_fraction_of_a_db_louder_is_still_an_echo(
+    config: LocatorConfig,
+) -> None:
+    # SNR estimates scatter (~0.5 dB between two reports of one arrival in Pittsburgh): a
+    # reverberation measured 0.5 dB above its 30 dB direct sound must not become a phantom
+    cfg = LocatorConfig(default_temperature_c=20.0, min_heard_share=0.0)
+    assert len(latest(replay(_wall_scene(30.5).sorted(), cfg)[1])) == 1
+    strict = LocatorConfig(default_temperature_c=20.0, min_heard_share=0.0,
+                           echo_level_margin_db=0.0)
+    assert len(latest(replay(_wall_scene(30.5).sorted(), strict)[1])) == 2
+
+
 def test_a_louder_later_source_is_not_taken_for_an_echo(config: LocatorConfig) -> None:
     # same timing as a wall echo, but louder than the shot: no echo can be, a second source
     cfg = LocatorConfig(default_temperature_c=20.0, min_heard_share=0.0)
