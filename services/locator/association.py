@@ -23,6 +23,10 @@ can have produced is known, and :func:`associate` decides the seed:
 If the seed is not part of a source seen by at least ``min_sensors`` sensors it is noise (door
 slam, echo, a sensor that alone heard something) and the caller drops it. The outcome depends
 only on the pulses' times and positions, never on when they reached us.
+
+Steps 1-4 and the final fit run compiled (``association_jit``) when numba is installed: the
+same steps and rules, one call per seed instead of ~150 small numpy operations. The numpy
+functions below are the reference and the fallback; both give the same answers.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from services.locator.association_jit import (
+    CONVERGED_M,
+    CORE,
+    PRIOR_FLOOR_M2,
+    STATUS_DEFER,
+    STATUS_FIX,
+)
 from services.locator.config import LocatorConfig
 from services.locator.solver import (
     Fix,
@@ -148,10 +159,77 @@ def associate(
     earliest pulse. ``known_sensors`` (K, 3) are the positions (same frame) of every sensor
     that was listening; if given, a fit that too many nearby listening sensors did not hear
     is rejected (see :func:`heard_share`). Pure and deterministic; never raises.
+
+    The decision runs compiled (``association_jit.CORE``) when numba is installed, else in
+    numpy (:func:`_decide_numpy`); both take the same steps and give the same answers.
     """
     positions = np.asarray(positions, float)
     times = np.asarray(times, float)
     sensors = np.asarray(sensors)
+    decided, decision = _decide_compiled(positions, times, sensors, seed, c, config)
+    if not decided:
+        decision = _decide_numpy(positions, times, sensors, seed, c, config)
+    if decision is None:
+        return None
+    pulses, used, th, info, r_all, three_d = decision
+    offset = positions[seed]
+    t_seed = float(times[seed])
+    fix = finish(
+        positions[pulses] - offset, (times[pulses] - t_seed) * c, used, th, r_all, info, c,
+        t_seed, offset, _config_3d(config, three_d),
+    )
+    if known_sensors is not None and len(known_sensors):
+        share = heard_share(
+            fix.position, positions[pulses[used]], known_sensors, config.hearing_range_m
+        )
+        if share < config.min_heard_share:
+            return None
+    return Association(pulses=pulses, fix=fix)
+
+
+#: A decision up to the final fit: (pulses (K,) indices into the caller's arrays, used (K,),
+#: theta (4,) relative to the seed's position and time, information (4x4), residuals (K,) m,
+#: whether the fit was 3-D).
+_Decision = tuple[NDArray[np.intp], NDArray[np.bool_], NDArray, NDArray, NDArray, bool]
+
+
+def _codes(sensors: NDArray) -> NDArray[np.int64]:
+    """Sensor codes as int64 with the same equality and order (for the compiled core)."""
+    if sensors.dtype.kind == "i" or (sensors.dtype.kind == "u" and sensors.dtype.itemsize < 8):
+        return np.ascontiguousarray(sensors, np.int64)
+    # any other comparable codes: their rank (np.unique sorts, so the order is kept)
+    return np.unique(sensors, return_inverse=True)[1].astype(np.int64).reshape(-1)
+
+
+def _decide_compiled(
+    positions: NDArray, times: NDArray, sensors: NDArray, seed: int, c: float,
+    config: LocatorConfig,
+) -> tuple[bool, _Decision | None]:
+    """:func:`_decide_numpy` through ``association_jit.CORE``: (decided, decision). Not decided
+    (the numpy path must) without numba, or where the kernel cannot follow numpy (a
+    non-finite input, positions not (M, 3))."""
+    core = CORE
+    if core is None or positions.ndim != 2 or positions.shape[1:] != (3,):
+        return False, None
+    status, pulses, used, th, info, r_all, three_d = core(
+        np.ascontiguousarray(positions), np.ascontiguousarray(times), _codes(sensors),
+        int(seed), float(c), config.association_tolerance_s, config.max_range_m,
+        config.min_sensors, HEALTH_GATE_S, CONSENSUS_CANDIDATES, _GUARD_MEMBERS,
+        config.gauss_newton_iterations, config.huber_m, 1.0 / config.z_prior_sigma_m**2,
+        PRIOR_FLOOR_M2, CONVERGED_M, config.solve_3d, config.min_sensors_3d,
+    )
+    if status == STATUS_DEFER:
+        return False, None
+    if status != STATUS_FIX:
+        return True, None
+    return True, (pulses.astype(np.intp, copy=False), used, th, info, r_all, bool(three_d))
+
+
+def _decide_numpy(
+    positions: NDArray, times: NDArray, sensors: NDArray, seed: int, c: float,
+    config: LocatorConfig,
+) -> _Decision | None:
+    """Steps 1-4 of the module docstring and the final robust fit, in numpy (the reference)."""
     tol_m = config.association_tolerance_s * c
     # the gate (see gate()), computed once for both bounds
     dt = times - times[seed]
@@ -202,21 +280,11 @@ def associate(
     used = np.abs(_residuals(pos[chosen], rho[chosen], theta)) <= tol_m
     if 0 not in chosen[used] or used.sum() < config.min_sensors:
         return None
-    three_d = config.solve_3d and used.sum() >= config.min_sensors_3d
+    three_d = bool(config.solve_3d and used.sum() >= config.min_sensors_3d)
     iterations = config.gauss_newton_iterations if three_d else 2
     th, _, info = _fit(pos[chosen[used]], rho[chosen[used]], theta, config, iterations, three_d)
     r_all = _residuals(pos[chosen], rho[chosen], th)
-    fix = finish(
-        pos[chosen], rho[chosen], used, th, r_all, info, c, float(times[seed]),
-        offset, _config_3d(config, three_d),
-    )
-    if known_sensors is not None and len(known_sensors):
-        share = heard_share(
-            fix.position, positions[pool[chosen[used]]], known_sensors, config.hearing_range_m
-        )
-        if share < config.min_heard_share:
-            return None
-    return Association(pulses=pool[chosen], fix=fix)
+    return pool[chosen], used, th, info, r_all, three_d
 
 
 def _config_3d(config: LocatorConfig, solve_3d: bool) -> LocatorConfig:

@@ -2,6 +2,8 @@
 
 Each test builds a window of pulses (sensor positions in metres, arrival times in seconds)
 around a known source and checks which pulses :func:`associate` takes as the seed's shot.
+Every specification holds on both paths of ``associate``: the compiled core (numba) and the
+numpy fallback.
 """
 
 from __future__ import annotations
@@ -9,12 +11,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from services.locator import association, association_jit
 from services.locator.association import associate, echo_shadowed, gate, heard_share
 from services.locator.config import LocatorConfig
 from tests.unit.locator.conftest import SENSORS, C
 
 CFG = LocatorConfig()
 SOURCE = np.array([140.0, -60.0, 4.0])
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def decision_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run each test through the compiled core and through the numpy fallback."""
+    if request.param == "numpy":
+        monkeypatch.setattr(association, "CORE", None)
+    elif association_jit.CORE is None:
+        pytest.skip("numba not installed: only the numpy path exists")
+    return str(request.param)
 
 
 class Window:
