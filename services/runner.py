@@ -156,7 +156,7 @@ def run_pipeline(*, demo: bool = False, demo_every_s: float = 8.0) -> None:
 
     from services.pipeline import Pipeline, PipelineSettings
     from shared.logging import configure_logging
-    from shared.runtime import infrastructure, wait_for_signal
+    from shared.runtime import infrastructure, tune_gc_for_latency, wait_for_signal
 
     console = Console(stderr=True)
     settings = PipelineSettings.from_env()
@@ -167,6 +167,7 @@ def run_pipeline(*, demo: bool = False, demo_every_s: float = 8.0) -> None:
             pipeline = Pipeline(settings, infra.bootstrap_servers, infra.database_url)
             await pipeline.start()
             _print_banner(console, pipeline, infra, settings.generated_admin_token)
+            tune_gc_for_latency()
             background: list[asyncio.Task[None]] = []
             if demo:
                 from services.demo import run_demo

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Iterator
@@ -79,6 +80,29 @@ async def wait_for_signal() -> str:
             loop.remove_signal_handler(sig)
 
 
+#: Full collections run after this many collections of the middle generation (CPython: 10).
+FULL_COLLECTION_EVERY = 1000
+
+
+def tune_gc_for_latency() -> None:
+    """Keep the garbage collector's pauses short (call once services started).
+
+    Why: a full collection walks every tracked object. After start-up most of them are
+    modules, settings, clients and compiled kernels that live as long as the process (numba
+    and pydantic alone make hundreds of thousands): freezing them takes them out of every
+    later walk. And a busy locator holds its zones' state (a few hundred thousand objects in
+    thousands of zones), which a full collection walks in 0.1-0.2 s while no window closes;
+    with CPython's default a full collection ran every few seconds under load (bench: live
+    p99 217 ms -> 75 ms with ``FULL_COLLECTION_EVERY``). Nearly all of that state is freed by
+    reference counting anyway; full collections only find reference cycles, so running them
+    100 times less often costs little memory.
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+
+
 async def serve_until_signalled(*services: Service, stop_timeout_s: float = 15.0) -> None:
     """Start services in order, wait for SIGTERM/SIGINT, stop them in reverse order."""
     started: list[Service] = []
@@ -86,6 +110,7 @@ async def serve_until_signalled(*services: Service, stop_timeout_s: float = 15.0
         for service in services:
             await service.start()
             started.append(service)
+        tune_gc_for_latency()
         name = await wait_for_signal()
         log.info("stopping", extra={"signal": name})
     finally:
