@@ -28,6 +28,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+# numpy's pairwise summation order, so that costs equal there are equal here (shared with the
+# solver's kernels; compiled there when numba is present)
+from services.locator.solver_jit import numpy_sum
+
 try:  # optional accelerator: the numpy path gives the same answers
     from numba import njit
 except ImportError:  # pragma: no cover - exercised only without numba
@@ -46,31 +50,6 @@ CONVERGED_M = 1e-3
 
 #: What ``CORE`` returns: (status, pulses, used, theta, info, residuals, three_d).
 CoreResult = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]
-
-
-def _pairwise_sum(x: np.ndarray, n: int) -> float:
-    """``x[:n].sum()`` in numpy's order (pairwise: eight running sums from n = 8 on), so that
-    a cost equal to another there is equal here too."""
-    if n < 8:
-        s = 0.0
-        for i in range(n):
-            s += x[i]
-        return s
-    if n > 128:  # numpy halves larger blocks (at multiples of 8)
-        half = n // 2
-        half -= half % 8
-        return _pairwise_sum(x, half) + _pairwise_sum(x[half:], n - half)
-    acc = np.empty(8)
-    for j in range(8):
-        acc[j] = x[j]
-    top = n - n % 8
-    for i in range(8, top, 8):
-        for j in range(8):
-            acc[j] += x[i + j]
-    s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-    for i in range(top, n):
-        s += x[i]
-    return s
 
 
 def _dist3(pos: np.ndarray, i: int, x: float, y: float, z: float) -> float:
@@ -187,7 +166,7 @@ def _consensus(
                     mins[s] = e
             for s in range(n_groups):
                 sq_mins[s] = mins[s] * mins[s]
-            cost = _pairwise_sum(sq_mins, n_groups)
+            cost = numpy_sum(sq_mins, n_groups)
             if best_nan:
                 continue  # np.argmin returns the first NaN
             if not found or cost < best_cost or math.isnan(cost):
@@ -606,7 +585,6 @@ CORE: Callable[..., CoreResult] | None = None
 if njit is not None:
     # error_model="numpy": degenerate data gives inf/NaN as in the numpy path, never an exception
     _jit = njit(cache=True, error_model="numpy")
-    _pairwise_sum = _jit(_pairwise_sum)
     _dist3 = _jit(_dist3)
     _consensus = _jit(_consensus)
     _chol_solve4 = _jit(_chol_solve4)

@@ -59,14 +59,11 @@ def _chol_solve(m: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     return True
 
 
-def _fast_fit(
-    positions: np.ndarray, times: np.ndarray, c: float, huber: float, solve_3d: bool,
-    inv_sz2: float, iterations: int, prior_floor: float, converged_m: float,
-    theta: np.ndarray, r: np.ndarray, info: np.ndarray,
-) -> tuple[int, float, float, float]:
-    """Fill ``theta`` (4,: x, y, z, τ relative to the first arrival), ``r`` (n,) residuals (m)
-    and ``info`` (4x4, height prior included); return (first arrival index, t_ref, Σr², max|r|).
-    First index -1 = numerically singular (caller takes the robust path)."""
+def _recentre(
+    positions: np.ndarray, times: np.ndarray, c: float
+) -> tuple[int, float, np.ndarray, np.ndarray]:
+    """(first arrival index, its time, positions relative to its sensor, ranges (m) after it):
+    the conditioning every solve starts with (metres and milliseconds, not km and epochs)."""
     n = times.shape[0]
     first = 0
     for i in range(n):
@@ -79,6 +76,19 @@ def _fast_fit(
         for k in range(3):
             pos[i, k] = positions[i, k] - positions[first, k]
         rho[i] = (times[i] - t_ref) * c
+    return first, t_ref, pos, rho
+
+
+def _fast_fit(
+    positions: np.ndarray, times: np.ndarray, c: float, huber: float, solve_3d: bool,
+    inv_sz2: float, iterations: int, prior_floor: float, converged_m: float,
+    theta: np.ndarray, r: np.ndarray, info: np.ndarray,
+) -> tuple[int, float, float, float]:
+    """Fill ``theta`` (4,: x, y, z, τ relative to the first arrival), ``r`` (n,) residuals (m)
+    and ``info`` (4x4, height prior included); return (first arrival index, t_ref, Σr², max|r|).
+    First index -1 = numerically singular (caller takes the robust path)."""
+    n = times.shape[0]
+    first, t_ref, pos, rho = _recentre(positions, times, c)
     # closed-form start: rows (-2x, -2y, 2ρ, 1 | ρ² - |s|²), normal equations
     m = np.zeros((4, 4))
     g = np.zeros(4)
@@ -164,6 +174,7 @@ def _fast_fit(
 
 if njit is not None:
     _chol_solve = njit(cache=True)(_chol_solve)
+    _recentre = njit(cache=True)(_recentre)
 KERNEL: Callable[..., tuple[int, float, float, float]] | None = (
     None if njit is None else njit(cache=True, nogil=True)(_fast_fit)
 )
@@ -353,7 +364,7 @@ def _refine_one(
     return True
 
 
-def _numpy_sum(x: np.ndarray, n: int) -> float:
+def numpy_sum(x: np.ndarray, n: int) -> float:
     """``x[:n].sum()`` in numpy's order (pairwise: eight running sums from n = 8 on), so that
     equal costs here are equal costs there."""
     if n < 8:
@@ -364,7 +375,7 @@ def _numpy_sum(x: np.ndarray, n: int) -> float:
     if n > 128:  # numpy splits larger blocks in halves (multiples of 8)
         half = n // 2
         half -= half % 8
-        return _numpy_sum(x, half) + _numpy_sum(x[half:], n - half)
+        return numpy_sum(x, half) + numpy_sum(x[half:], n - half)
     acc = np.empty(8)
     for j in range(8):
         acc[j] = x[j]
@@ -468,7 +479,7 @@ def _consensus_one(
                         if q > t2:  # MSAC truncation (NaN stays NaN, as np.minimum)
                             q = t2
                         terms[i] = q
-                    cost[h] = _numpy_sum(terms, n)
+                    cost[h] = numpy_sum(terms, n)
                 k += 1
     best = 0
     for h in range(2 * kk):  # np.argmin: the first NaN, else the first minimum
@@ -505,17 +516,7 @@ def _robust_fit(
         for k in range(3):
             if not math.isfinite(positions[i, k]):
                 return ROBUST_DEFER, 0, 0.0, 0, 0.0
-    first = 0
-    for i in range(n):
-        if times[i] < times[first]:
-            first = i
-    t_ref = times[first]
-    pos = np.empty((n, 3))
-    rho = np.empty(n)
-    for i in range(n):
-        for k in range(3):
-            pos[i, k] = positions[i, k] - positions[first, k]
-        rho[i] = (times[i] - t_ref) * c
+    first, t_ref, pos, rho = _recentre(positions, times, c)
     if not _linear_start(pos, rho, theta):
         return ROBUST_DEFER, first, t_ref, 0, 0.0
     if not _refine_one(pos, rho, theta, tol_m, huber, solve_3d, z_sigma2, iterations,
@@ -580,6 +581,6 @@ if njit is not None:
     _linear_start = _robust_jit(_linear_start)
     _gauss_newton_used = _robust_jit(_gauss_newton_used)
     _refine_one = _robust_jit(_refine_one)
-    _numpy_sum = _robust_jit(_numpy_sum)
+    numpy_sum = _robust_jit(numpy_sum)
     _consensus_one = _robust_jit(_consensus_one)
     ROBUST_KERNEL = njit(cache=True, nogil=True, error_model="numpy")(_robust_fit)

@@ -207,7 +207,7 @@ def test_pairwise_sum_is_numpys() -> None:
     for n in [*range(1, 40), 127, 128, 129, 300]:
         x = (rng.random((3, n)) * 10.0) ** 3
         for row, want in zip(x, x.sum(-1), strict=True):
-            assert association_jit._pairwise_sum(row, n) == want
+            assert association_jit.numpy_sum(row, n) == want
 
 
 # --- real windows ----------------------------------------------------------------------------
