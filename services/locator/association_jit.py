@@ -30,7 +30,7 @@ import numpy as np
 
 # numpy's pairwise summation order, so that costs equal there are equal here (shared with the
 # solver's kernels; compiled there when numba is present)
-from services.locator.solver_jit import numpy_sum
+from services.locator.solver_jit import numpy_sum, triple_roots
 
 try:  # optional accelerator: the numpy path gives the same answers
     from numba import njit
@@ -93,38 +93,9 @@ def _consensus(
         i0 = t0[k]
         i1 = t1[k]
         i2 = t2[k]
-        x0 = pos[i0, 0]
-        y0 = pos[i0, 1]
-        a1x = pos[i1, 0] - x0
-        a1y = pos[i1, 1] - y0
-        a2x = pos[i2, 0] - x0
-        a2y = pos[i2, 1] - y0
-        rr0 = rho[i0]
-        r1 = rho[i1] - rr0
-        r2 = rho[i2] - rr0
-        k0 = z2[i0]
-        n1 = a1x * a1x + a1y * a1y
-        n2 = a2x * a2x + a2y * a2y
-        b1 = 0.5 * (n1 + z2[i1] - k0 - r1 * r1)
-        b2 = 0.5 * (n2 + z2[i2] - k0 - r2 * r2)
-        det = a1x * a2y - a1y * a2x
-        g = abs(det) > 1e-3 * (n1 + n2)
-        inv = 1.0 / det if g else 0.0
-        kux = (a2y * b1 - a1y * b2) * inv
-        kuy = (-a2x * b1 + a1x * b2) * inv
-        kvx = (a2y * r1 - a1y * r2) * inv
-        kvy = (-a2x * r1 + a1x * r2) * inv
-        qa = kvx * kvx + kvy * kvy - 1.0
-        qb = 2.0 * (kux * kvx + kuy * kvy)
-        qc = kux * kux + kuy * kuy + k0
-        disc = qb * qb - 4.0 * qa * qc
-        g = g and disc >= 0.0
-        sq = math.sqrt(max(disc, 0.0))
-        is_lin = abs(qa) < 1e-9
-        safe_qa = 1.0 if is_lin else qa
-        s_lin = -qc / qb if abs(qb) > 1e-12 else 1.0
-        s_a[k] = s_lin if is_lin else (-qb + sq) / (2.0 * safe_qa)
-        s_b[k] = s_lin if is_lin else (-qb - sq) / (2.0 * safe_qa)
+        g, is_lin, x0, y0, rr0, kux, kuy, kvx, kvy, sa, sb = triple_roots(pos, rho, i0, i1, i2)
+        s_a[k] = sa
+        s_b[k] = sb
         a0x[k] = x0
         a0y[k] = y0
         r0[k] = rr0

@@ -389,6 +389,53 @@ def numpy_sum(x: np.ndarray, n: int) -> float:
     return s
 
 
+def triple_roots(
+    pos: np.ndarray, rho: np.ndarray, i0: int, i1: int, i2: int
+) -> tuple[bool, bool, float, float, float, float, float, float, float, float, float]:
+    """The two exact sources through arrivals i0, i1, i2 with the source at height 0, exactly
+    as ``solver.triple_hypotheses_one`` computes them (one triple, plain floats).
+
+    Returns (good, linear, x0, y0, ρ0, ux, uy, vx, vy, σ1, σ2): root k is at
+    (x0 + ux + vx·σk, y0 + uy + vy·σk) emitting at τ = ρ0 + σk; ``good`` False = degenerate
+    or complex; ``linear`` = one root only (σ1 = σ2). Shared by the solver's and the
+    association's consensus kernels.
+    """
+    x0 = pos[i0, 0]
+    y0 = pos[i0, 1]
+    a1x = pos[i1, 0] - x0
+    a1y = pos[i1, 1] - y0
+    a2x = pos[i2, 0] - x0
+    a2y = pos[i2, 1] - y0
+    r0 = rho[i0]
+    r1 = rho[i1] - r0
+    r2 = rho[i2] - r0
+    k0 = pos[i0, 2] * pos[i0, 2]
+    k1 = pos[i1, 2] * pos[i1, 2]
+    k2 = pos[i2, 2] * pos[i2, 2]
+    n1 = a1x * a1x + a1y * a1y
+    n2 = a2x * a2x + a2y * a2y
+    b1 = 0.5 * (n1 + k1 - k0 - r1 * r1)
+    b2 = 0.5 * (n2 + k2 - k0 - r2 * r2)
+    det = a1x * a2y - a1y * a2x
+    good = abs(det) > 1e-3 * (n1 + n2)
+    inv = 1.0 / det if good else 0.0
+    ux = (a2y * b1 - a1y * b2) * inv
+    uy = (-a2x * b1 + a1x * b2) * inv
+    vx = (a2y * r1 - a1y * r2) * inv
+    vy = (-a2x * r1 + a1x * r2) * inv
+    qa = vx * vx + vy * vy - 1.0
+    qb = 2.0 * (ux * vx + uy * vy)
+    qc = ux * ux + uy * uy + k0
+    disc = qb * qb - 4.0 * qa * qc
+    good = good and disc >= 0.0
+    sq = math.sqrt(max(disc, 0.0))
+    lin = abs(qa) < 1e-9
+    if lin:
+        s_lin = -qc / qb if abs(qb) > 1e-12 else 1.0
+        return good, lin, x0, y0, r0, ux, uy, vx, vy, s_lin, s_lin
+    return good, lin, x0, y0, r0, ux, uy, vx, vy, (-qb + sq) / (2.0 * qa), (-qb - sq) / (2.0 * qa)
+
+
 def _consensus_one(
     pos: np.ndarray, rho: np.ndarray, tol_m: float, max_seeds: int, theta: np.ndarray
 ) -> bool:
@@ -422,44 +469,11 @@ def _consensus_one(
                 i0 = order[ia]
                 i1 = order[ib]
                 i2 = order[ic]
-                a0x = pos[i0, 0]
-                a0y = pos[i0, 1]
-                a1x = pos[i1, 0] - a0x
-                a1y = pos[i1, 1] - a0y
-                a2x = pos[i2, 0] - a0x
-                a2y = pos[i2, 1] - a0y
-                r0 = rho[i0]
-                r1 = rho[i1] - r0
-                r2 = rho[i2] - r0
-                k0 = pos[i0, 2] * pos[i0, 2]
-                k1 = pos[i1, 2] * pos[i1, 2]
-                k2 = pos[i2, 2] * pos[i2, 2]
-                n1 = a1x * a1x + a1y * a1y
-                n2 = a2x * a2x + a2y * a2y
-                b1 = 0.5 * (n1 + k1 - k0 - r1 * r1)
-                b2 = 0.5 * (n2 + k2 - k0 - r2 * r2)
-                det = a1x * a2y - a1y * a2x
-                good = abs(det) > 1e-3 * (n1 + n2)
-                inv = 1.0 / det if good else 0.0
-                ux = (a2y * b1 - a1y * b2) * inv
-                uy = (-a2x * b1 + a1x * b2) * inv
-                vx = (a2y * r1 - a1y * r2) * inv
-                vy = (-a2x * r1 + a1x * r2) * inv
-                qa = vx * vx + vy * vy - 1.0
-                qb = 2.0 * (ux * vx + uy * vy)
-                qc = ux * ux + uy * uy + k0
-                disc = qb * qb - 4.0 * qa * qc
-                good = good and disc >= 0.0
-                sq = math.sqrt(max(disc, 0.0))
-                lin = abs(qa) < 1e-9
-                s_lin = -qc / qb if abs(qb) > 1e-12 else 1.0
+                good, lin, a0x, a0y, r0, ux, uy, vx, vy, s_a, s_b = triple_roots(
+                    pos, rho, i0, i1, i2
+                )
                 for root in range(2):
-                    if lin:
-                        sig = s_lin
-                    elif root == 0:
-                        sig = (-qb + sq) / (2.0 * qa)
-                    else:
-                        sig = (-qb - sq) / (2.0 * qa)
+                    sig = s_a if root == 0 else s_b
                     h = root * kk + k
                     px = a0x + ux + vx * sig
                     py = a0y + uy + vy * sig
@@ -577,6 +591,7 @@ ROBUST_KERNEL: Callable[..., tuple[int, int, float, int, float]] | None = None
 if njit is not None:
     # error_model="numpy": degenerate data gives inf/NaN as in the numpy path, never an exception
     _robust_jit = njit(cache=True, error_model="numpy")
+    triple_roots = _robust_jit(triple_roots)
     _lu_solve4 = _robust_jit(_lu_solve4)
     _linear_start = _robust_jit(_linear_start)
     _gauss_newton_used = _robust_jit(_gauss_newton_used)
