@@ -583,6 +583,38 @@ _CONVERGED_M = 1e-3
 _ONES3 = np.ones(3)
 
 
+def _fix_all_used(
+    theta: NDArray, offset: NDArray, t_ref: float, r: NDArray, rr: float,
+    info: list[list[float]], c: float, config: LocatorConfig,
+) -> Fix | None:
+    """The fast paths' :class:`Fix` (every arrival used) from the final Gauss-Newton state:
+    θ relative to ``offset``/``t_ref``, residuals ``r`` (m), Σr², the information matrix
+    (rows of at least 4 floats). None if the information matrix is not positive definite."""
+    n = r.shape[0]
+    dof = max(n - (4 if config.solve_3d else 3), 1)
+    s2 = max(rr / dof, config.range_sigma_floor_m**2)
+    # horizontal covariance: first two columns of info⁻¹ (two solves), times s²
+    c0 = _solve4(info, [1.0, 0.0, 0.0, 0.0])
+    c1 = _solve4(info, [0.0, 1.0, 0.0, 0.0])
+    if c0 is None or c1 is None:
+        return None
+    cxy = c0[1] * s2
+    cov = np.array([[c0[0] * s2, cxy], [cxy, c1[1] * s2]])
+    radius, major, minor, orient = ellipse95(cov, config)
+    return Fix(
+        position=theta[:3] + offset,
+        emission_time_s=t_ref + float(theta[3]) / c,
+        used=np.ones(n, bool),
+        residuals_s=r / c,
+        rms_s=math.sqrt(rr / n) / c,
+        radius95_m=radius,
+        semi_major_m=major,
+        semi_minor_m=minor,
+        orientation_deg=orient,
+        covariance_m2=cov,
+    )
+
+
 def _locate_fast(
     positions: NDArray, times: NDArray, c: float, config: LocatorConfig
 ) -> Fix | None:
@@ -656,28 +688,7 @@ def _locate_fast(
             break
     if rmax > config.association_tolerance_s * c or not np.all(np.isfinite(th)):
         return None
-    # horizontal covariance: first two columns of info⁻¹ (two solves), times s²
-    dof = max(n - (4 if zflag else 3), 1)
-    s2 = max(rr / dof, config.range_sigma_floor_m**2)
-    c0 = _solve4(m, [1.0, 0.0, 0.0, 0.0])
-    c1 = _solve4(m, [0.0, 1.0, 0.0, 0.0])
-    if c0 is None or c1 is None:
-        return None
-    cxy = c0[1] * s2
-    cov = np.array([[c0[0] * s2, cxy], [cxy, c1[1] * s2]])
-    radius, major, minor, orient = ellipse95(cov, config)
-    return Fix(
-        position=th[:3] + offset,
-        emission_time_s=t_ref + float(th[3]) / c,
-        used=np.ones(n, bool),
-        residuals_s=r / c,
-        rms_s=math.sqrt(rr / n) / c,
-        radius95_m=radius,
-        semi_major_m=major,
-        semi_minor_m=minor,
-        orientation_deg=orient,
-        covariance_m2=cov,
-    )
+    return _fix_all_used(th, offset, t_ref, r, rr, m, c, config)
 
 
 def _locate_fast_jit(
@@ -698,28 +709,7 @@ def _locate_fast_jit(
         return None
     if not (math.isfinite(theta[0]) and math.isfinite(theta[1]) and math.isfinite(theta[3])):
         return None
-    m = info.tolist()
-    dof = max(n - (4 if zflag else 3), 1)
-    s2 = max(rr / dof, config.range_sigma_floor_m**2)
-    c0 = _solve4(m, [1.0, 0.0, 0.0, 0.0])
-    c1 = _solve4(m, [0.0, 1.0, 0.0, 0.0])
-    if c0 is None or c1 is None:
-        return None
-    cxy = c0[1] * s2
-    cov = np.array([[c0[0] * s2, cxy], [cxy, c1[1] * s2]])
-    radius, major, minor, orient = ellipse95(cov, config)
-    return Fix(
-        position=theta[:3] + positions[first],
-        emission_time_s=t_ref + float(theta[3]) / c,
-        used=np.ones(n, bool),
-        residuals_s=r / c,
-        rms_s=math.sqrt(rr / n) / c,
-        radius95_m=radius,
-        semi_major_m=major,
-        semi_minor_m=minor,
-        orientation_deg=orient,
-        covariance_m2=cov,
-    )
+    return _fix_all_used(theta, positions[first], t_ref, r, rr, info.tolist(), c, config)
 
 
 def locate(
