@@ -50,6 +50,11 @@ class EmbeddedKafka:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
     def start(self, timeout_s: float = 20.0) -> EmbeddedKafka:
         """Start the broker and block until it accepts connections.
 

@@ -11,6 +11,7 @@ kilometres of the origin.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -20,7 +21,16 @@ _F = 1 / 298.257223563
 _E2 = _F * (2 - _F)
 
 
-def _geodetic_to_ecef(lat: NDArray, lon: NDArray, alt: NDArray) -> NDArray:
+def geodetic_to_ecef(lat: ArrayLike, lon: ArrayLike, alt: ArrayLike = 0.0) -> NDArray:
+    """Geodetic (degrees, metres) -> Earth-centred, Earth-fixed metres, shape (..., 3).
+
+    ECEF is a rigid transform away from every local frame: distances computed here equal
+    those in any frame's ENU, and :meth:`LocalFrame.ecef_to_enu` turns cached ECEF points
+    into a frame's coordinates without the trigonometry.
+    """
+    lat, lon, alt = np.broadcast_arrays(
+        np.asarray(lat, float), np.asarray(lon, float), np.asarray(alt, float)
+    )
     phi, lam = np.radians(lat), np.radians(lon)
     sin_phi = np.sin(phi)
     n = _A / np.sqrt(1 - _E2 * sin_phi**2)
@@ -53,6 +63,7 @@ class LocalFrame:
     lon0: float
     alt0: float = 0.0
 
+    @cached_property
     def _rotation(self) -> NDArray:
         phi, lam = np.radians(self.lat0), np.radians(self.lon0)
         sp, cp, sl, cl = np.sin(phi), np.cos(phi), np.sin(lam), np.cos(lam)
@@ -64,25 +75,24 @@ class LocalFrame:
             ]
         )
 
+    @cached_property
     def _origin_ecef(self) -> NDArray:
-        return _geodetic_to_ecef(
-            np.asarray(self.lat0), np.asarray(self.lon0), np.asarray(self.alt0)
-        )
+        return geodetic_to_ecef(self.lat0, self.lon0, self.alt0)
 
     def to_enu(self, lat: ArrayLike, lon: ArrayLike, alt: ArrayLike = 0.0) -> NDArray:
         """Geodetic -> ENU metres. Shapes broadcast; returns (..., 3)."""
-        lat_a, lon_a, alt_a = np.broadcast_arrays(
-            np.asarray(lat, float), np.asarray(lon, float), np.asarray(alt, float)
-        )
-        d = _geodetic_to_ecef(lat_a, lon_a, alt_a) - self._origin_ecef()
-        return d @ self._rotation().T
+        return self.ecef_to_enu(geodetic_to_ecef(lat, lon, alt))
+
+    def ecef_to_enu(self, xyz: ArrayLike) -> NDArray:
+        """ECEF metres (..., 3) -> ENU metres (..., 3) in this frame."""
+        return (np.asarray(xyz, float) - self._origin_ecef) @ self._rotation.T
 
     def to_geodetic(self, enu: ArrayLike) -> tuple[NDArray, NDArray, NDArray]:
         """ENU metres (..., 3) -> (lat, lon, alt) arrays."""
         enu_a = np.asarray(enu, float)
         if enu_a.shape[-1] == 2:
             enu_a = np.concatenate([enu_a, np.zeros((*enu_a.shape[:-1], 1))], axis=-1)
-        xyz = enu_a @ self._rotation() + self._origin_ecef()
+        xyz = enu_a @ self._rotation + self._origin_ecef
         return _ecef_to_geodetic(xyz)
 
     @classmethod

@@ -33,7 +33,7 @@ from services.locator.config import LocatorConfig
 from services.locator.evidence import PulseEvidence, Score, ShotEvidence
 from services.locator.health import HealthTracker, SensorHealth
 from services.locator.incidents import IncidentTracker, LocatedRound, to_record
-from shared.geo import LocalFrame, speed_of_sound
+from shared.geo import LocalFrame, geodetic_to_ecef, speed_of_sound
 from shared.schemas import DetectionRecord, IncidentRecord, detection_key
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -93,6 +93,12 @@ class ZoneEngine:
         # latest position index and last report time, aligned lists.
         self._pos_index: dict[tuple[float, float, float], int] = {}
         self._pos_geo: list[tuple[float, float, float]] = []
+        #: ECEF of every position (rows aligned with _pos_geo; capacity doubles as needed):
+        #: converted once when first reported, so a frame's table is one subtraction and
+        #: rotation, and distances need no frame at all.
+        self._pos_ecef = np.empty((16, 3))
+        #: position index -> the local frame tangent there (rotation and origin cached)
+        self._frames: dict[int, LocalFrame] = {}
         self._sensor_code: dict[str, int] = {}
         self._code_pos: list[int] = []
         self._code_seen: list[int] = []
@@ -129,6 +135,9 @@ class ZoneEngine:
                 self._compact_positions()
             pos_i = self._pos_index[pos] = len(self._pos_geo)
             self._pos_geo.append(pos)
+            if pos_i == len(self._pos_ecef):
+                self._pos_ecef = np.concatenate([self._pos_ecef, np.empty_like(self._pos_ecef)])
+            self._pos_ecef[pos_i] = geodetic_to_ecef(*pos)
         code = self._sensor_code.get(sid)
         if code is None:
             code = self._sensor_code[sid] = len(self._code_pos)
@@ -152,6 +161,8 @@ class ZoneEngine:
         keep = sorted({p.pos_i for p in self._pending.values()} | set(self._code_pos))
         remap = {old: new for new, old in enumerate(keep)}
         self._pos_geo = [self._pos_geo[i] for i in keep]
+        self._pos_ecef = np.concatenate([self._pos_ecef[keep], np.empty((16, 3))])
+        self._frames.clear()
         self._pos_index = {pos: i for i, pos in enumerate(self._pos_geo)}
         self._code_pos = [remap[i] for i in self._code_pos]
         self._pending = {
@@ -168,21 +179,27 @@ class ZoneEngine:
         t = self.config.default_temperature_c if temperature_c is None else temperature_c
         return speed_of_sound(t)
 
+    def _frame(self, pos_i: int) -> LocalFrame:
+        """The local tangent frame at position ``pos_i`` (cached: its rotation is reused)."""
+        frame = self._frames.get(pos_i)
+        if frame is None:
+            frame = self._frames[pos_i] = LocalFrame(*self._pos_geo[pos_i])
+        return frame
+
     def _enu_table(self, pos_i: int) -> np.ndarray:
         """ENU (N, 3) of every known position, in the local frame at position ``pos_i``.
 
-        Cached per origin and recomputed only when a new position has been reported: a zone
-        has few sensors, so converting lat/lon once per frame instead of once per pulse and
-        window removes the geodesy from the hot path. (The frame at the seed's own sensor is
-        kept, exactly as before: heights and the 2-D solves are relative to it.)
+        Cached per origin and recomputed only when a new position has been reported, from the
+        positions' cached ECEF: a zone has few sensors, so the geodesy is done once per
+        position, not per pulse, window or frame. (A new zone's table grows with every sensor
+        first heard, so this recompute is frequent while a zone warms up.) The frame at the
+        seed's own sensor is kept: heights and the 2-D solves are relative to it.
         """
         cached = self._enu_cache.get(pos_i)
         n = len(self._pos_geo)
         if cached is not None and cached[0] == n:
             return cached[1]
-        lat, lon, alt = self._pos_geo[pos_i]
-        arr = np.array(self._pos_geo, float)
-        enu = LocalFrame(lat, lon, alt).to_enu(arr[:, 0], arr[:, 1], arr[:, 2]).reshape(-1, 3)
+        enu = self._frame(pos_i).ecef_to_enu(self._pos_ecef[:n])
         self._enu_cache[pos_i] = (n, enu)
         return enu
 
@@ -191,8 +208,10 @@ class ZoneEngine:
         cached = self._reach_cache.get(sensor_id)
         if cached is not None and cached[0] == self._sensor_version:
             return cached[1]
-        enu = self._enu_table(self._pos_index[self._sensors[sensor_id]])[self._code_pos]
-        reach = min(float(np.sqrt((enu**2).sum(-1)).max()), self.config.max_range_m)
+        # Straight-line distances are the same in ECEF as in any local frame.
+        ecef = self._pos_ecef
+        offsets = ecef[self._code_pos] - ecef[self._pos_index[self._sensors[sensor_id]]]
+        reach = min(float(np.sqrt((offsets**2).sum(-1)).max()), self.config.max_range_m)
         self._reach_cache[sensor_id] = (self._sensor_version, reach)
         return reach
 
@@ -288,8 +307,7 @@ class ZoneEngine:
         pool = [self._pending[k[1:]] for k in self._order[:hi]]  # pool[0] is the seed
         temps = [p.det.temperature_c for p in pool if p.det.temperature_c is not None]
         c = self._c(statistics.median(temps) if temps else None)
-        sp = seed.det.position
-        frame = LocalFrame(sp.lat, sp.lon, sp.alt_m)
+        frame = self._frame(seed.pos_i)
         table = self._enu_table(seed.pos_i)
         enu = table[[p.pos_i for p in pool]]
         times = (np.array([p.t_us for p in pool], np.int64) - seed.t_us) / 1e6

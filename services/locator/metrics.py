@@ -24,6 +24,12 @@ PROCESSING_LATENCY = Histogram(
     "to Kafka's ack of the incident: the locator's own delay, physics wait excluded",
     buckets=_LATENCY_BUCKETS,
 )
+PUBLISH_ACK_LATENCY = Histogram(
+    "shotline_locator_publish_ack_latency_seconds",
+    "From handing an incident version to the Kafka producer to Kafka's ack: the broker's "
+    "share of the processing latency (high here and low there = look at Kafka)",
+    buckets=_LATENCY_BUCKETS,
+)
 END_TO_END_LATENCY = Histogram(
     "shotline_locator_end_to_end_latency_seconds",
     "From first_detection_received_at (ingest) to Kafka's ack of the incident version",

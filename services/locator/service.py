@@ -2,18 +2,23 @@
 
 One loop, a short chain of steps per fetch::
 
-    fetch (sleep until the earliest window deadline or new records)
+    fetch (at most every fetch_interval_ms; meanwhile sleep until a window deadline)
       -> decode            poison -> "<topic>.dlq" with its reason (DeadLetterBudget)
       -> engine.add        one pure ZoneEngine per (partition, zone)
       -> engine.poll       windows whose deadline passed
-      -> produce           incidents keyed by incident_id, acks=all, awaited
-      -> commit            per partition: min over its zones' retained offsets, else last + 1
+      -> produce           incidents keyed by incident_id, acks=all; the ack is taken by a
+                           callback, so the loop goes on serving windows meanwhile
+      -> commit            per partition: min over its zones' retained offsets and the floors
+                           of its unacknowledged incidents, else last + 1 (in the background,
+                           one commit at a time)
 
 Delivery is at-least-once and replays are exact: an offset is committed only once every
-incident depending on the detections below it is acknowledged, and the engines keep (through
+incident depending on the detections below it is acknowledged (an unacknowledged incident's
+*floor* holds its partition's commits back), and the engines keep (through
 ``min_retained_offset``) every detection that open state still depends on. A crashed or
 rebalanced-away instance's successor re-reads from the committed offset, rebuilds the same
 state and re-publishes the same (incident_id, version)s, which consumers drop as duplicates.
+A failed send is re-sent with backoff until ``produce_timeout_s``, then the loop dies.
 
 Replays see the same windows as the live run because, while a partition is behind (lag > 0),
 windows are closed against the partition's *event clock* — the latest ``received_at`` consumed
@@ -22,7 +27,8 @@ have pulses further down the backlog (see :func:`poll_clock`).
 
 Back-pressure: when the engines hold more than ``max_retained`` undecided detections the
 assigned partitions are paused (nothing more is fetched) until they drain to
-``resume_retained``. Buffers are the consumer's bounded fetch and one batch of incidents.
+``resume_retained``; when more than ``max_unacked`` incidents await their acks, the loop waits
+for them. Buffers are the consumer's bounded fetch and those unacknowledged incidents.
 
 Pure decisions (:func:`commit_offset`, :func:`poll_clock`, :func:`should_pause`,
 :func:`decode_detection`, :func:`health_changes`) are module functions with table tests in
@@ -159,19 +165,27 @@ def health_changes(
 
 # ====================================================================== the service
 #: Records added between two polls of a partition's engines within one fetch.
-_CHUNK = 64
+_CHUNK = 32
+#: Event-loop turns given to I/O after each chunk (see :func:`_let_io_run`).
+_IO_TURNS = 3
 
 
-@dataclass
+@dataclass(eq=False)
 class _Sent:
-    """An incident handed to the producer, the instant its window was due, its ack future,
-    and when the ack arrived (monotonic and wall clock; set by the future's callback, so
-    the latency is the incident's own, not that of the slowest ack awaited with it)."""
+    """An incident handed to the producer and not yet acknowledged.
+
+    ``floor`` is the lowest offset of ``tp`` that replaying must start from to publish this
+    version again: the zone's retained offset just before the window closed, which covers
+    the window's pulses and the incident's earlier rounds. Offsets are never committed past
+    the floor of an unacknowledged incident, so a crash re-publishes it.
+    """
 
     record: IncidentRecord
     due: datetime
+    tp: TopicPartition
+    floor: int
     future: asyncio.Future[object]
-    acked: tuple[float, datetime] | None = None
+    sent_mono: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -261,7 +275,11 @@ class LocatorService:
         self._consumed_at: OrderedDict[str, float] = OrderedDict()
         self._consumed_cap = 2 * settings.max_retained + settings.max_poll_records
         self._next_wake: float | None = None
+        self._fetched_at = 0.0  # monotonic instant of the last fetch that returned records
         self._commit_due = 0.0
+        self._commit_task: asyncio.Task[None] | None = None
+        self._unacked: set[_Sent] = set()
+        self._failed: list[tuple[_Sent, BaseException]] = []
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -312,7 +330,7 @@ class LocatorService:
                 dead_letter_topic(s.detections_topic): 1,
             },
         )
-        self._producer = build_producer(self._bootstrap, client_id="shotline-locator")
+        self._producer = build_producer(self._bootstrap, client_id="shotline-locator", linger_ms=0)
         await self._producer.start()
         self._consumer = build_consumer(
             self._bootstrap,
@@ -370,6 +388,9 @@ class LocatorService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._cancel_commit()
+        self._unacked.clear()
+        self._failed.clear()
         self._engines.clear()
         self._pending_total = 0
         self._deadlines.clear()
@@ -377,7 +398,15 @@ class LocatorService:
         self._partitions.clear()
         await self._close_clients(leave_group=False)
 
+    async def _cancel_commit(self) -> None:
+        task, self._commit_task = self._commit_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     async def _close_clients(self, leave_group: bool = True) -> None:
+        await self._cancel_commit()  # the final step awaited it; only a failed loop leaves one
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
         if consumer is not None:
@@ -396,9 +425,7 @@ class LocatorService:
         assert self._consumer is not None
         try:
             while not self._stopping.is_set():
-                batch = await self._consumer.getmany(
-                    timeout_ms=self._wait_ms(), max_records=self.settings.max_poll_records
-                )
+                batch = await self._fetch()
                 async with self._lock:
                     await self._step(batch)
             async with self._lock:
@@ -409,22 +436,55 @@ class LocatorService:
             log.exception("locator consumer loop failed")
             raise
 
-    def _wait_ms(self) -> int:
-        """Sleep until new records arrive, or the earliest window deadline, whichever first."""
+    async def _fetch(self) -> Mapping[TopicPartition, list[ConsumerRecord]]:
+        """The next records, or none when a window falls due first.
+
+        At most one fetch per ``fetch_interval_ms``; until then only due windows are served.
+        Why: at the tail of a live topic every fetch returns a few records, so fetching as
+        fast as records arrive costs the broker a request (and this loop a step) per few
+        records. A detection waits at most the interval in the client's buffer; windows are
+        still closed at their deadlines, which lie far later than the interval.
+        """
+        assert self._consumer is not None
+        hold_s = self._fetched_at + self.settings.fetch_interval_ms / 1000 - time.monotonic()
+        if hold_s > 0:
+            until_wake = self._until_wake_s()
+            if until_wake is not None and until_wake < hold_s:
+                # (At least 1 ms: a replaying partition's due-but-not-yet windows keep the
+                # wake-up in the past, and this must not spin.)
+                await asyncio.sleep(max(until_wake, 0.001))
+                return {}
+            await asyncio.sleep(hold_s)
         wait_ms = self.settings.fetch_wait_ms
-        if self._next_wake is not None:
-            until = (self._next_wake - self._clock().timestamp()) * 1000
-            wait_ms = int(min(wait_ms, max(0.0, until) + 1))
-        return wait_ms
+        until_wake = self._until_wake_s()
+        if until_wake is not None:
+            wait_ms = int(min(wait_ms, until_wake * 1000 + 1))
+        batch = await self._consumer.getmany(
+            timeout_ms=wait_ms, max_records=self.settings.max_poll_records
+        )
+        if batch:
+            self._fetched_at = time.monotonic()
+        return batch
+
+    def _until_wake_s(self) -> float | None:
+        """Seconds until the earliest window deadline (0 if passed; None if no window)."""
+        if self._next_wake is None:
+            return None
+        return max(0.0, self._next_wake - self._clock().timestamp())
 
     async def _step(
         self, batch: Mapping[TopicPartition, list[ConsumerRecord]], *, final: bool = False
     ) -> None:
         """One fetch: add in chunks, closing due windows and sending their incidents as soon
-        as they are decided (acks are awaited once, before the commit)."""
+        as they are decided; commit what is finished.
+
+        Neither acks nor commits are awaited here (but at the end, or when too many acks are
+        outstanding): a loop waiting on the broker leaves due windows waiting too. Acks are
+        taken by a callback; offsets stay below every unacknowledged incident's floor.
+        """
+        await self._retry_failed_sends()
         now = self._clock()
         consumed_mono = time.monotonic()
-        sent: list[_Sent] = []
         for tp, records in batch.items():
             if tp not in self._partitions:  # revoked while this batch was in flight
                 continue
@@ -432,15 +492,22 @@ class LocatorService:
                 await self._consume(tp, records[i : i + _CHUNK], now, consumed_mono)
                 # A backlog closes windows as it goes, not only after the whole fetch, and
                 # windows falling due anywhere meanwhile are not kept waiting for the rest.
-                sent += await self._send(self._poll(self._clock()))
-        sent += await self._send(self._poll(self._clock()))
-        if sent:
-            await self._await_acks(sent)
+                await self._send(self._poll(self._clock()))
+                await _let_io_run()
+        await self._send(self._poll(self._clock()))
+        if final or len(self._unacked) > self.settings.max_unacked:
+            await self._await_acks()  # back-pressure: refuse more work until acked
         # Committing is a broker round trip: at most every commit_interval_s (a crash then
-        # re-reads a little more), always at the end.
-        if final or time.monotonic() >= self._commit_due:
-            self._commit_due = time.monotonic() + self.settings.commit_interval_s
+        # re-reads a little more), in the background but one at a time; awaited at the end.
+        if self._commit_task is not None and self._commit_task.done():
+            await self._finish_commit()  # re-raises what it raised beyond a KafkaError
+        if final:
+            await self._finish_commit()
             await self._commit()
+        elif time.monotonic() >= self._commit_due and self._commit_task is None:
+            self._commit_due = time.monotonic() + self.settings.commit_interval_s
+            self._commit_offsets()
+            self._commit_task = asyncio.create_task(self._commit_in_background())
         self._back_pressure()
         self._observe(time.monotonic())
 
@@ -515,8 +582,8 @@ class LocatorService:
             return True
         return high is None or part.next_offset is None or part.next_offset >= high
 
-    def _poll(self, now: datetime) -> list[tuple[IncidentRecord, datetime]]:
-        """Close every due window of every zone; returns (incident, due) pairs.
+    def _poll(self, now: datetime) -> list[tuple[IncidentRecord, datetime, TopicPartition, int]]:
+        """Close every due window of every zone; returns (incident, due, partition, floor).
 
         A zone's windows are closed against its partition's :func:`poll_clock`. Also sets the
         loop's next wake-up: the earliest pending deadline.
@@ -527,7 +594,7 @@ class LocatorService:
             if zone is not None:
                 self._queue_deadline(key, zone)
         self._stale.clear()
-        out: list[tuple[IncidentRecord, datetime]] = []
+        out: list[tuple[IncidentRecord, datetime, TopicPartition, int]] = []
         clocks: dict[TopicPartition, datetime] = {}
         not_yet: list[tuple[float, int, tuple[TopicPartition, str], _Zone]] = []
         now_ts = now.timestamp()
@@ -549,8 +616,11 @@ class LocatorService:
                 not_yet.append(entry)
                 continue
             zone.queued = None
+            # Refreshed before this poll (stale zones are refreshed above and after every
+            # poll), so it covers every pulse the closing windows hold.
+            floor = zone.retained if zone.retained is not None else self._partitions[tp].next_offset
             produced = zone.engine.poll(at)
-            out.extend((incident, deadline) for incident in produced)
+            out.extend((incident, deadline, tp, floor or 0) for incident in produced)
             zone.health_changed |= bool(produced)
             zone.stale = True
             self._touched.add(key)
@@ -574,43 +644,62 @@ class LocatorService:
             if ts is not None:
                 heapq.heappush(self._deadlines, (ts, next(self._deadline_seq), key, zone))
 
-    async def _send(self, produced: list[tuple[IncidentRecord, datetime]]) -> list[_Sent]:
-        """Hand incidents to the producer (keyed by incident_id); does not wait for acks."""
+    async def _send(
+        self, produced: list[tuple[IncidentRecord, datetime, TopicPartition, int]]
+    ) -> None:
+        """Hand incidents to the producer (keyed by incident_id); does not wait for acks.
+
+        Each stays in ``_unacked`` (holding back its partition's commits) until its ack
+        callback runs.
+        """
         if not produced:
-            return []
+            return
         assert self._producer is not None
         published_at = self._clock()
-        sent = []
-        for incident, due in produced:
+        for incident, due, tp, floor in produced:
             record = incident.model_copy(update={"published_at": published_at})
             future = await self._producer.send(
                 self.settings.incidents_topic,
                 value=encode(record),
                 key=record.incident_id.encode(),
             )
-            item = _Sent(record, due, future)
-            future.add_done_callback(functools.partial(self._mark_acked, item))
-            sent.append(item)
+            item = _Sent(record, due, tp, floor, future)
+            self._unacked.add(item)
+            future.add_done_callback(functools.partial(self._on_ack, item))
         await asyncio.sleep(0)  # let the producer's sender transmit while we go on
-        return sent
 
-    def _mark_acked(self, item: _Sent, _: asyncio.Future[object]) -> None:
-        item.acked = (time.monotonic(), self._clock())
+    def _on_ack(self, item: _Sent, future: asyncio.Future[object]) -> None:
+        """The producer's verdict on one incident: acked (observe it) or failed (retried by
+        the next step; a cancelled send only happens when the producer is closed)."""
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            self._failed.append((item, error))
+            return
+        self._unacked.discard(item)
+        acked_mono = time.monotonic()
+        metrics.PUBLISH_ACK_LATENCY.observe(acked_mono - item.sent_mono)
+        self._observe_published(item.record, item.due, acked_mono, self._clock())
 
-    async def _await_acks(self, sent: list[_Sent]) -> None:
-        """Wait for every ack (acks=all). Failed sends are retried with backoff until
-        ``produce_timeout_s``, then the error is raised (the loop dies, nothing committed)."""
-        assert self._producer is not None
-        deadline = time.monotonic() + self.settings.produce_timeout_s
-        results = await asyncio.gather(*(s.future for s in sent), return_exceptions=True)
-        for item, result in zip(sent, results, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, KafkaError):
-                    raise result
-                await self._resend(item.record, result, deadline)
-                item.acked = (time.monotonic(), self._clock())
-            acked_mono, acked_wall = item.acked or (time.monotonic(), self._clock())
-            self._observe_published(item.record, item.due, acked_mono, acked_wall)
+    async def _retry_failed_sends(self) -> None:
+        """Re-send incidents whose send failed, with backoff until ``produce_timeout_s``;
+        then the error is raised (the loop dies, nothing more committed). Blocks meanwhile:
+        the broker is in trouble, and work behind it should wait."""
+        while self._failed:
+            item, error = self._failed.pop(0)
+            if not isinstance(error, KafkaError):
+                raise error
+            deadline = time.monotonic() + self.settings.produce_timeout_s
+            await self._resend(item.record, error, deadline)
+            self._unacked.discard(item)
+            self._observe_published(item.record, item.due, time.monotonic(), self._clock())
+
+    async def _await_acks(self) -> None:
+        """Wait until every incident sent so far is acknowledged (acks=all) or retried."""
+        while self._unacked:
+            await asyncio.wait([item.future for item in self._unacked])
+            await self._retry_failed_sends()
 
     async def _resend(self, record: IncidentRecord, error: KafkaError, deadline: float) -> None:
         assert self._producer is not None
@@ -664,6 +753,9 @@ class LocatorService:
 
     def _commit_offsets(self, only: Iterable[TopicPartition] | None = None) -> None:
         wanted = set(self._partitions) if only is None else set(only)
+        floors: dict[TopicPartition, int] = {}
+        for item in self._unacked:
+            floors[item.tp] = min(item.floor, floors.get(item.tp, item.floor))
         for tp in wanted:
             part = self._partitions.get(tp)
             if part is None or part.next_offset is None:
@@ -671,7 +763,9 @@ class LocatorService:
             zones = [self._engines[(tp, zone)] for zone in part.zones]
             for zone in zones:
                 self._pending_total += zone.refresh()
-            retained = (zone.retained for zone in zones)
+            retained = [zone.retained for zone in zones]
+            if tp in floors:
+                retained.append(floors[tp])
             self._commits.advance(tp, commit_offset(part.next_offset, retained))
 
     async def _commit(self, only: Iterable[TopicPartition] | None = None) -> None:
@@ -682,6 +776,23 @@ class LocatorService:
         except KafkaError as exc:
             # A rebalance is under way: the revoke hook (or the next step) commits again.
             log.warning("offset commit failed; will retry", extra={"error": repr(exc)})
+
+    async def _commit_in_background(self) -> None:
+        """The offsets advanced by the step that started this; KafkaError is only logged."""
+        assert self._consumer is not None
+        try:
+            await self._commits.commit(self._consumer)
+        except KafkaError as exc:
+            log.warning("offset commit failed; will retry", extra={"error": repr(exc)})
+
+    async def _finish_commit(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for a background commit in flight; re-raises what it raised."""
+        task = self._commit_task
+        if task is not None:
+            done, _ = await asyncio.wait([task], timeout=timeout_s)
+            if done:
+                self._commit_task = None
+                task.result()
 
     def _retained(self) -> int:
         # Kept as a running total by the zones' refreshes: summing thousands of mostly idle
@@ -789,7 +900,18 @@ class LocatorService:
         """
         async with self._lock:
             if self._consumer is not None:
+                # Hand over as little to re-publish as possible: let outstanding acks land.
+                # (Not required for safety: commits stay below unacknowledged floors.)
+                try:
+                    await asyncio.wait_for(self._await_acks(), self.settings.produce_timeout_s)
+                except (TimeoutError, KafkaError) as exc:
+                    log.warning(
+                        "incidents unacknowledged at hand-back; the next owner re-publishes",
+                        extra={"error": repr(exc)},
+                    )
+                await self._finish_commit()
                 await self._commit(revoked)
+            self._unacked = {item for item in self._unacked if item.tp not in revoked}
             for tp in revoked:
                 part = self._partitions.pop(tp, None)
                 for zone in part.zones if part is not None else ():
@@ -799,6 +921,14 @@ class LocatorService:
                     self._health_pending.discard((tp, zone))
             self._commits.forget(revoked)
         log.info("partitions revoked", extra={"partitions": sorted(p.partition for p in revoked)})
+
+
+async def _let_io_run() -> None:
+    """Give the event loop a few turns: an ack travels socket -> connection reader ->
+    producer -> our callback, one loop turn per hop, and would otherwise wait for the whole
+    step (tens of milliseconds of engine work) to end."""
+    for _ in range(_IO_TURNS):
+        await asyncio.sleep(0)
 
 
 def _pending_count(engine: ZoneEngine) -> int:

@@ -67,6 +67,17 @@ class LocatorSettings(CommonSettings):
         le=10_000,
         description="Longest wait for new records when no window deadline is sooner",
     )
+    fetch_interval_ms: int = Field(
+        default=10,
+        ge=0,
+        le=1_000,
+        description="Least time between two fetches; due windows are still closed meanwhile",
+    )
+    max_unacked: int = Field(
+        default=1_000,
+        ge=1,
+        description="Most incidents awaiting Kafka's ack before the loop waits for them",
+    )
     produce_timeout_s: float = Field(
         default=15.0, gt=0, le=300, description="Give up publishing incidents after this long"
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 
 from services.locator import metrics
 from shared.geo import haversine_m
@@ -193,3 +196,85 @@ async def test_back_pressure_pauses_fetching_and_resumes_when_drained(
     await eventually(lambda: located(published, shots.truth, 15.0), timeout_s=20, what="drain")
     await eventually(lambda: not service.paused, what="fetching to resume")
     assert service.retained <= 10
+
+
+class _AckGate:
+    """Stands between the service and its real producer: records really reach Kafka, but the
+    service hears of each ack only when the test opens the gate (or gets a failure instead).
+    Fault injection around the real client, to make a slow or failing broker reproducible."""
+
+    def __init__(self, service, *, fail_first: int = 0) -> None:
+        self.open = asyncio.Event()
+        self.sent = 0
+        self._fail_first = fail_first
+        self._send = service._producer.send
+        self._relays: list[asyncio.Task[None]] = []
+        service._producer.send = self.send
+
+    async def send(self, topic: str, *args: object, **kwargs: object) -> asyncio.Future[object]:
+        ack = await self._send(topic, *args, **kwargs)
+        self.sent += 1
+        gate: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        fail = self.sent <= self._fail_first
+
+        async def relay() -> None:
+            await self.open.wait()
+            result = await ack
+            if fail:
+                gate.set_exception(KafkaTimeoutError("injected: no ack in time"))
+            else:
+                gate.set_result(result)
+
+        self._relays.append(asyncio.create_task(relay()))
+        return gate
+
+
+async def test_offsets_wait_for_the_ack_while_other_windows_are_served(
+    kafka_bootstrap: str, topics: Topics, start_locator, published: Published
+) -> None:
+    # A finished shot: its incident is forgotten as soon as it is sent, so only the missing
+    # ack stands between its detections and the commit.
+    first = simulate_zone("zone-ack1", ["shot"], start=past(300), seed=21)
+    second = simulate_zone("zone-ack2", ["shot"], start=past(300), seed=22)
+    service = await start_locator(commit_interval_s=0.05)
+    gate = _AckGate(service)
+    offsets = await produce(kafka_bootstrap, topics.detections, first.detections, partition=0)
+    tp = TopicPartition(topics.detections, 0)
+
+    await eventually(lambda: located(published, first.truth, 10.0), what="the first incident")
+    await asyncio.sleep(0.5)  # several commit intervals, all without the ack
+    assert (await _committed(kafka_bootstrap, service.settings.group_id, tp) or 0) <= offsets[0]
+
+    # The loop is not stuck waiting for that ack: another zone's shot is published meanwhile.
+    await produce(kafka_bootstrap, topics.detections, second.detections, partition=1)
+    await eventually(lambda: located(published, second.truth, 10.0), what="the second incident")
+
+    gate.open.set()
+    await eventually_committed(kafka_bootstrap, service.settings.group_id, tp, offsets[-1] + 1)
+
+
+async def test_a_failed_publish_is_retried_and_the_offsets_then_move_on(
+    kafka_bootstrap: str, topics: Topics, start_locator, published: Published
+) -> None:
+    shot = simulate_zone("zone-retry", ["shot"], start=past(300), seed=23)
+    service = await start_locator(commit_interval_s=0.05)
+    gate = _AckGate(service, fail_first=1)
+    gate.open.set()
+    offsets = await produce(kafka_bootstrap, topics.detections, shot.detections, partition=2)
+
+    await eventually(lambda: gate.sent >= 2, what="the failed incident to be sent again")
+    # Written twice (the first write did land; only its ack was lost): one id, one version.
+    await eventually(lambda: len(published.incidents) == 2, what="both copies")
+    assert len({(i.incident_id, i.version) for i in published.incidents}) == 1
+    tp = TopicPartition(topics.detections, 2)
+    await eventually_committed(kafka_bootstrap, service.settings.group_id, tp, offsets[-1] + 1)
+
+
+async def eventually_committed(
+    bootstrap: str, group_id: str, tp: TopicPartition, offset: int, timeout_s: float = 10.0
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (committed := await _committed(bootstrap, group_id, tp)) != offset:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"committed {committed}, expected {offset}")
+        await asyncio.sleep(0.1)

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.geo import LocalFrame, haversine_m, speed_of_sound
+from shared.geo import LocalFrame, geodetic_to_ecef, haversine_m, speed_of_sound
 
 FRAME = LocalFrame(40.4406, -79.9959, 0.0)
 
@@ -28,6 +28,26 @@ def test_east_north_up_axes_and_scale() -> None:
     assert north[1] > 1100 and abs(north[0]) < 1e-6  # 0.01° of latitude ≈ 1110 m north
     d = float(np.hypot(*north[:2]))
     assert abs(d - haversine_m(40.4406, -79.9959, 40.4506, -79.9959)) < 3  # sphere vs ellipsoid
+
+
+@given(
+    st.lists(st.tuples(st.floats(-0.2, 0.2), st.floats(-0.2, 0.2), st.floats(-50, 500)),
+             min_size=2, max_size=6)
+)
+def test_cached_ecef_gives_the_same_enu_and_the_same_distances(
+    offsets: list[tuple[float, float, float]],
+) -> None:
+    # The locator converts each sensor position to ECEF once and derives every frame's ENU
+    # (and straight-line distances) from it: that must be the frame's own answer.
+    lat = np.array([40.4406 + o[0] for o in offsets])
+    lon = np.array([-79.9959 + o[1] for o in offsets])
+    alt = np.array([o[2] for o in offsets])
+    ecef = geodetic_to_ecef(lat, lon, alt)
+    assert np.allclose(FRAME.ecef_to_enu(ecef), FRAME.to_enu(lat, lon, alt), atol=1e-9)
+    enu = FRAME.to_enu(lat, lon, alt)
+    assert np.allclose(
+        np.linalg.norm(ecef - ecef[0], axis=1), np.linalg.norm(enu - enu[0], axis=1), atol=1e-6
+    )
 
 
 def test_speed_of_sound_formula() -> None:
