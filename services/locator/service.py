@@ -257,10 +257,11 @@ class LocatorService:
         self._engines: dict[tuple[TopicPartition, str], _Zone] = {}
         self._touched: set[tuple[TopicPartition, str]] = set()
         # Zones whose caches must be refreshed, and every zone's next window deadline in a
-        # heap (lazily invalidated), so finding the due windows costs O(due · log zones), not a
-        # scan of every zone per step: a city holds thousands of mostly idle zones.
+        # heap per partition (lazily invalidated), so finding the due windows costs
+        # O(due · log zones), not a scan of every zone per step: a city holds thousands of
+        # mostly idle zones. Per partition, because each closes windows against its own clock.
         self._stale: set[tuple[TopicPartition, str]] = set()
-        self._deadlines: list[tuple[float, int, tuple[TopicPartition, str], _Zone]] = []
+        self._deadlines: dict[TopicPartition, list[tuple[float, int, str, _Zone]]] = {}
         self._deadline_seq = itertools.count()
         self._pending_total = 0  # sum of the zones' cached ``pending``
         self._health_pending: set[tuple[TopicPartition, str]] = set()
@@ -588,50 +589,50 @@ class LocatorService:
         A zone's windows are closed against its partition's :func:`poll_clock`. Also sets the
         loop's next wake-up: the earliest pending deadline.
         """
-        heap = self._deadlines
         for key in self._stale:
             zone = self._engines.get(key)
             if zone is not None:
                 self._queue_deadline(key, zone)
         self._stale.clear()
         out: list[tuple[IncidentRecord, datetime, TopicPartition, int]] = []
-        clocks: dict[TopicPartition, datetime] = {}
-        not_yet: list[tuple[float, int, tuple[TopicPartition, str], _Zone]] = []
         now_ts = now.timestamp()
-        while heap and heap[0][0] <= now_ts:
-            entry = heapq.heappop(heap)
-            key, zone = entry[2], entry[3]
-            if self._engines.get(key) is not zone or zone.queued != entry[0]:
-                continue  # superseded: the zone was re-queued or dropped since
-            tp = key[0]
-            at = clocks.get(tp)
-            if at is None:
-                part = self._partitions[tp]
-                at = clocks[tp] = poll_clock(
+        wake: float | None = None
+        for tp, heap in self._deadlines.items():
+            part = self._partitions.get(tp)
+            if part is None:
+                continue  # revoked (its heap goes with it)
+            if heap and heap[0][0] <= now_ts:
+                # A partition replaying a backlog closes windows by its event clock, which
+                # is behind: its due-by-wall-clock windows stay queued, untouched.
+                at = poll_clock(
                     now, part.event_clock, caught_up=self._caught_up(tp, part), paused=self._paused
                 )
-            deadline = zone.deadline
-            assert deadline is not None
-            if deadline > at:  # a partition replaying a backlog: its event clock is behind
-                not_yet.append(entry)
-                continue
-            zone.queued = None
-            # Refreshed before this poll (stale zones are refreshed above and after every
-            # poll), so it covers every pulse the closing windows hold.
-            floor = zone.retained if zone.retained is not None else self._partitions[tp].next_offset
-            produced = zone.engine.poll(at)
-            out.extend((incident, deadline, tp, floor or 0) for incident in produced)
-            zone.health_changed |= bool(produced)
-            zone.stale = True
-            self._touched.add(key)
-            self._queue_deadline(key, zone)
-        for entry in not_yet:
-            heapq.heappush(heap, entry)
-        while heap and (
-            self._engines.get(heap[0][2]) is not heap[0][3] or heap[0][3].queued != heap[0][0]
-        ):
-            heapq.heappop(heap)  # drop superseded entries so the wake-up below is real
-        self._next_wake = heap[0][0] if heap else None
+                at_ts = at.timestamp()
+                while heap and heap[0][0] <= at_ts:
+                    ts, _, name, zone = heapq.heappop(heap)
+                    key = (tp, name)
+                    if self._engines.get(key) is not zone or zone.queued != ts:
+                        continue  # superseded: the zone was re-queued or dropped since
+                    deadline = zone.deadline
+                    assert deadline is not None
+                    zone.queued = None
+                    # Refreshed before this poll (stale zones are refreshed above and after
+                    # every poll), so it covers every pulse the closing windows hold.
+                    floor = zone.retained if zone.retained is not None else part.next_offset
+                    produced = zone.engine.poll(at)
+                    out.extend((incident, deadline, tp, floor or 0) for incident in produced)
+                    zone.health_changed |= bool(produced)
+                    zone.stale = True
+                    self._touched.add(key)
+                    self._queue_deadline(key, zone)
+            while heap and (
+                self._engines.get((tp, heap[0][2])) is not heap[0][3]
+                or heap[0][3].queued != heap[0][0]
+            ):
+                heapq.heappop(heap)  # drop superseded entries so the wake-up below is real
+            if heap and (wake is None or heap[0][0] < wake):
+                wake = heap[0][0]
+        self._next_wake = wake
         return out
 
     def _queue_deadline(self, key: tuple[TopicPartition, str], zone: _Zone) -> None:
@@ -642,7 +643,8 @@ class LocatorService:
         if ts != zone.queued:
             zone.queued = ts
             if ts is not None:
-                heapq.heappush(self._deadlines, (ts, next(self._deadline_seq), key, zone))
+                heap = self._deadlines.setdefault(key[0], [])
+                heapq.heappush(heap, (ts, next(self._deadline_seq), key[1], zone))
 
     async def _send(
         self, produced: list[tuple[IncidentRecord, datetime, TopicPartition, int]]
@@ -914,6 +916,7 @@ class LocatorService:
             self._unacked = {item for item in self._unacked if item.tp not in revoked}
             for tp in revoked:
                 part = self._partitions.pop(tp, None)
+                self._deadlines.pop(tp, None)
                 for zone in part.zones if part is not None else ():
                     dropped = self._engines.pop((tp, zone), None)
                     if dropped is not None:
