@@ -10,6 +10,7 @@ kilometres of the origin.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -28,6 +29,19 @@ def geodetic_to_ecef(lat: ArrayLike, lon: ArrayLike, alt: ArrayLike = 0.0) -> ND
     those in any frame's ENU, and :meth:`LocalFrame.ecef_to_enu` turns cached ECEF points
     into a frame's coordinates without the trigonometry.
     """
+    if type(lat) is float and type(lon) is float and type(alt) in (float, int):
+        # One point (a sensor's position, a frame's origin): plain floats cost a tenth of
+        # numpy's array machinery, and every scalar caller gets the same bits.
+        phi, lam = math.radians(lat), math.radians(lon)
+        sin_phi, cos_phi = math.sin(phi), math.cos(phi)
+        n = _A / math.sqrt(1 - _E2 * sin_phi**2)
+        return np.array(
+            [
+                (n + alt) * cos_phi * math.cos(lam),
+                (n + alt) * cos_phi * math.sin(lam),
+                (n * (1 - _E2) + alt) * sin_phi,
+            ]
+        )
     lat, lon, alt = np.broadcast_arrays(
         np.asarray(lat, float), np.asarray(lon, float), np.asarray(alt, float)
     )

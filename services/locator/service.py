@@ -270,6 +270,7 @@ class LocatorService:
         self._budget = DeadLetterBudget(settings.dlq_limit, settings.dlq_window_s)
         self._paused = False
         self._flagged: dict[str, set[str]] = {}
+        self._flagged_count = 0  # sum of len(self._flagged[zone]): not re-summed every step
         self._health_due: dict[str, float] = {}
         # When each held detection was consumed (monotonic), for the processing latency.
         # Bounded: the oldest entries go first (a lost entry only drops one latency sample).
@@ -859,7 +860,7 @@ class LocatorService:
                 if high is not None and part.next_offset is not None:
                     metrics.CONSUMER_LAG.labels(str(tp.partition)).set(high - part.next_offset)
         metrics.ZONES.set(len(self._engines))
-        metrics.SENSORS_FLAGGED.set(sum(len(f) for f in self._flagged.values()))
+        metrics.SENSORS_FLAGGED.set(self._flagged_count)
 
     def _check_health(self, zone: str, health: Mapping[str, SensorHealth]) -> None:
         flagged = self._flagged.setdefault(zone, set())
@@ -885,6 +886,7 @@ class LocatorService:
             log.info("sensor healthy again", extra={"zone": zone, "sensor_id": sensor_id})
         flagged |= new
         flagged -= recovered
+        self._flagged_count += len(new) - len(recovered)
 
     # ------------------------------------------------------------------ rebalance
     async def _on_assign(self, assigned: set[TopicPartition]) -> None:

@@ -50,6 +50,16 @@ def test_cached_ecef_gives_the_same_enu_and_the_same_distances(
     )
 
 
+@given(st.floats(-0.2, 0.2), st.floats(-0.2, 0.2), st.floats(-50, 500))
+def test_one_point_and_an_array_of_points_convert_alike(
+    dlat: float, dlon: float, alt: float
+) -> None:
+    lat, lon = 40.4406 + dlat, -79.9959 + dlon
+    one = geodetic_to_ecef(lat, lon, alt)  # plain floats: the scalar path
+    many = geodetic_to_ecef(np.array([lat, lat]), np.array([lon, lon]), np.array([alt, alt]))
+    assert one.shape == (3,) and np.allclose(many, one, rtol=0, atol=1e-6)
+
+
 def test_speed_of_sound_formula() -> None:
     assert speed_of_sound(0.0) == 331.3
     assert abs(speed_of_sound(20.0) - 343.2) < 0.1
