@@ -11,19 +11,17 @@ to numpy's, so ties in its argmin resolve the same way.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.solver import load_problems
 from services.locator import solver, solver_jit
 from services.locator.config import LocatorConfig
 from services.locator.solver import Fix, locate, locate_batch
-from shared.geo import speed_of_sound
 from tests.unit.locator.conftest import SENSORS, C
 
 pytestmark = pytest.mark.skipif(
@@ -221,28 +219,11 @@ def test_consensus_ties_resolve_to_the_first_hypothesis_as_numpy_argmin() -> Non
 # --- real pulse sets ----------------------------------------------------------------------
 
 
-def _ts(s: str) -> float:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
-
-
 @lru_cache(maxsize=2)
 def _load_pulse_sets(data: Path) -> tuple[Problem, ...]:
-    """The problems of ``bench/solver.py``: the vendor's pulse set of every shot (positions
-    centred on the set's centroid, times relative to the first, c of the test's weather)."""
-    problems = []
-    for test_dir in sorted(data.glob("FP*/test_*")):
-        name = test_dir.name
-        pulses = {
-            p["pulse_uuid"]: p
-            for p in json.loads((test_dir / f"{name}.allpulses.json").read_text())
-        }
-        temp = json.loads((test_dir / f"{name}.weather.json").read_text())["temperature"]
-        for shot in json.loads((test_dir / f"{name}.nlos-tuples.json").read_text()):
-            ps = [pulses[u] for u in shot["pulse_uuids"] if u in pulses]
-            pos = np.array([[p["location"][k] for k in "xyz"] for p in ps], float)
-            t = np.array([_ts(p["arrival_time_utc"]) for p in ps])
-            problems.append((pos - pos.mean(0), t - t.min(), speed_of_sound(float(temp))))
-    return tuple(problems)
+    """The problems of ``bench/solver.py`` (its own loader): the vendor's pulse set of every
+    shot, positions centred, times relative to the first, c of the test's weather."""
+    return tuple((pos, t, c) for pos, t, c, _survey in load_problems(data))
 
 
 @pytest.fixture
