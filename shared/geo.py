@@ -117,7 +117,7 @@ class LocalFrame:
 
 def speed_of_sound(temperature_c: float) -> float:
     """Speed of sound in dry air, m/s: c = 331.3·√(1 + T/273.15)."""
-    return 331.3 * float(np.sqrt(1.0 + temperature_c / 273.15))
+    return 331.3 * math.sqrt(1.0 + temperature_c / 273.15)
 
 
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

@@ -50,6 +50,8 @@ def format_time(value: datetime) -> str:
 
 
 def _require_utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC:
+        return value  # already normalised (every instant the services compute)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must carry a UTC offset (RFC 3339), e.g. 2026-11-25T01:02:03.123456Z")
     return value.astimezone(UTC)

@@ -20,6 +20,8 @@ duplicate could still be accepted; incidents are forgotten once no round can upd
 from __future__ import annotations
 
 import bisect
+import heapq
+import math
 import statistics
 from collections import deque
 from collections.abc import Callable
@@ -79,6 +81,9 @@ class ZoneEngine:
         self._scorer = scorer
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._order: list[tuple[int, str, str]] = []  # (t_us, sensor_id, detection_id), sorted
+        #: (offset, key) of every pending pulse, a min-heap; decided ones are dropped lazily
+        #: (why: the retained offset is asked for after every step that touched the zone).
+        self._offsets: list[tuple[int, tuple[str, str]]] = []
         self._decided: dict[tuple[str, str], int] = {}  # key -> t_us, for dedup
         #: Recently decided pulses (t_us, sensor_id, snr_db or NaN), oldest first: the earlier
         #: sounds that a later pulse may be an echo of (kept for one echo horizon).
@@ -87,7 +92,13 @@ class ZoneEngine:
         self._sensors: dict[str, tuple[float, float, float]] = {}
         self._sensor_version = 0
         self._sensor_seen_us: dict[str, int] = {}
-        self._reach_cache: dict[str, tuple[int, float]] = {}
+        #: sensor code -> distance (uncapped) to the farthest known sensor, kept up to date as
+        #: sensors are first heard (why: re-measuring it whenever a zone heard a new sensor
+        #: cost more than the closes while zones warmed up).
+        self._reach: list[float] = []
+        #: (the _order entry of the seed, sensor version, its deadline): the seed's deadline
+        #: is asked for after every add and poll, and changes only with the seed or the array.
+        self._seed_memo: tuple[tuple[int, str, str], int, datetime] | None = None
         # Geometry caches (why: converting lat/lon per pulse and per window dominated a close).
         # Every distinct (lat, lon, alt) reported gets an index; a sensor's code indexes its
         # latest position index and last report time, aligned lists.
@@ -97,6 +108,9 @@ class ZoneEngine:
         #: converted once when first reported, so a frame's table is one subtraction and
         #: rotation, and distances need no frame at all.
         self._pos_ecef = np.empty((16, 3))
+        #: The same ECEF as plain float triples (aligned with _pos_geo): the pre-gate of a
+        #: close measures a handful of distances, where numpy's per-call cost would dominate.
+        self._pos_xyz: list[tuple[float, float, float]] = []
         #: position index -> the local frame tangent there (rotation and origin cached)
         self._frames: dict[int, LocalFrame] = {}
         self._sensor_code: dict[str, int] = {}
@@ -137,21 +151,26 @@ class ZoneEngine:
             self._pos_geo.append(pos)
             if pos_i == len(self._pos_ecef):
                 self._pos_ecef = np.concatenate([self._pos_ecef, np.empty_like(self._pos_ecef)])
-            self._pos_ecef[pos_i] = geodetic_to_ecef(*pos)
+            xyz = geodetic_to_ecef(*pos)
+            self._pos_ecef[pos_i] = xyz
+            self._pos_xyz.append((float(xyz[0]), float(xyz[1]), float(xyz[2])))
         code = self._sensor_code.get(sid)
         if code is None:
             code = self._sensor_code[sid] = len(self._code_pos)
             self._code_pos.append(pos_i)
             self._code_seen.append(t_us)
         if self._sensors.get(sid) != pos:
+            moved = sid in self._sensors
             self._sensors[sid] = pos
             self._code_pos[code] = pos_i
             self._sensor_version += 1
+            self._update_reach(code, moved)
         seen = self._sensor_seen_us.get(sid)
         self._sensor_seen_us[sid] = t_us if seen is None else max(seen, t_us)
         self._code_seen[code] = self._sensor_seen_us[sid]
         self._pending[key] = _Pending(detection, offset, t_us, pos_i, code)
         bisect.insort(self._order, (t_us, *key))
+        heapq.heappush(self._offsets, (offset, key))
 
     def _compact_positions(self) -> None:
         """Forget positions no pending pulse and no sensor uses (sensors that move or jitter).
@@ -162,6 +181,7 @@ class ZoneEngine:
         remap = {old: new for new, old in enumerate(keep)}
         self._pos_geo = [self._pos_geo[i] for i in keep]
         self._pos_ecef = np.concatenate([self._pos_ecef[keep], np.empty((16, 3))])
+        self._pos_xyz = [self._pos_xyz[i] for i in keep]
         self._frames.clear()
         self._pos_index = {pos: i for i, pos in enumerate(self._pos_geo)}
         self._code_pos = [remap[i] for i in self._code_pos]
@@ -203,17 +223,26 @@ class ZoneEngine:
         self._enu_cache[pos_i] = (n, enu)
         return enu
 
+    def _update_reach(self, code: int, moved: bool) -> None:
+        """Keep ``_reach`` exact after sensor ``code`` was first heard (or ``moved``)."""
+        xyz, code_pos = self._pos_xyz, self._code_pos
+        if moved:  # rare (a sensor re-surveyed): distances may have shrunk, measure all again
+            points = [xyz[i] for i in code_pos]
+            self._reach = [max(math.dist(a, b) for b in points) for a in points]
+            return
+        at = xyz[code_pos[code]]
+        far = 0.0
+        reach = self._reach
+        for other in range(len(reach)):
+            d = math.dist(at, xyz[code_pos[other]])
+            if d > reach[other]:
+                reach[other] = d
+            far = max(far, d)
+        reach.append(far)
+
     def _reach_m(self, sensor_id: str) -> float:
         """Distance from a sensor to the farthest known sensor, capped at max_range_m."""
-        cached = self._reach_cache.get(sensor_id)
-        if cached is not None and cached[0] == self._sensor_version:
-            return cached[1]
-        # Straight-line distances are the same in ECEF as in any local frame.
-        ecef = self._pos_ecef
-        offsets = ecef[self._code_pos] - ecef[self._pos_index[self._sensors[sensor_id]]]
-        reach = min(float(np.sqrt((offsets**2).sum(-1)).max()), self.config.max_range_m)
-        self._reach_cache[sensor_id] = (self._sensor_version, reach)
-        return reach
+        return min(self._reach[self._sensor_code[sensor_id]], self.config.max_range_m)
 
     def _listening(self, table: np.ndarray, t_us: int) -> np.ndarray:
         """Positions (``table``'s frame) of sensors that reported within sensor_listening_s."""
@@ -221,6 +250,16 @@ class ZoneEngine:
         seen = np.array(self._code_seen)
         keep = np.abs(seen - t_us) <= span
         return table[np.array(self._code_pos)[keep]]
+
+    def _seed_deadline(self) -> datetime:
+        """The deadline of the earliest pending pulse (there must be one)."""
+        head = self._order[0]
+        memo = self._seed_memo
+        if memo is not None and memo[0] is head and memo[1] == self._sensor_version:
+            return memo[2]
+        deadline = self._deadline(self._pending[head[1:]])
+        self._seed_memo = (head, self._sensor_version, deadline)
+        return deadline
 
     def _deadline(self, p: _Pending) -> datetime:
         travel = self._reach_m(p.det.sensor_id) / self._c(p.det.temperature_c)
@@ -241,8 +280,7 @@ class ZoneEngine:
         """Earliest instant at which :meth:`poll` can decide a window or forget an incident."""
         candidates: list[datetime] = []
         if self._order:
-            seed = self._pending[self._order[0][1:]]
-            candidates.append(self._deadline(seed))
+            candidates.append(self._seed_deadline())
             if len(self._order) > self.config.max_pending and self._last_now is not None:
                 candidates.append(self._last_now)
         candidates.extend(
@@ -256,10 +294,10 @@ class ZoneEngine:
         self._touch(now)
         out: list[IncidentRecord] = []
         while self._order:
-            seed = self._pending[self._order[0][1:]]
             overfull = len(self._order) > self.config.max_pending
-            if not overfull and self._deadline(seed) > now:
+            if not overfull and self._seed_deadline() > now:
                 break
+            seed = self._pending[self._order[0][1:]]
             out.extend(self._close(seed, now))
         for inc in self._tracker.open_incidents:
             if self._expiry_deadline(inc.last_shot_time) <= now:
@@ -277,9 +315,16 @@ class ZoneEngine:
 
     def min_retained_offset(self) -> int | None:
         """Smallest offset still needed to rebuild open state (pending + open incidents)."""
-        offsets = [p.offset for p in self._pending.values()]
-        for inc in self._tracker.open_incidents:
-            offsets.extend(inc.offsets())
+        heap = self._offsets
+        while heap:
+            offset, key = heap[0]
+            held = self._pending.get(key)
+            if held is not None and held.offset == offset:
+                break
+            heapq.heappop(heap)
+        offsets = [inc.min_offset() for inc in self._tracker.open_incidents]
+        if heap:
+            offsets.append(heap[0][0])
         return min(offsets) if offsets else None
 
     def sensor_health(self) -> dict[str, SensorHealth]:
@@ -307,6 +352,24 @@ class ZoneEngine:
         pool = [self._pending[k[1:]] for k in self._order[:hi]]  # pool[0] is the seed
         temps = [p.det.temperature_c for p in pool if p.det.temperature_c is not None]
         c = self._c(statistics.median(temps) if temps else None)
+        found = self._associate(pool, c) if self._could_be_located(pool, c) else None
+        records: list[IncidentRecord] = []
+        if found is None:
+            self.noise += 1
+            self._decide(seed.det.key)
+        else:
+            assoc, frame, enu = found
+            records.append(self._located(assoc, pool, frame, seed, enu, now))
+        self._expire_by_event_time(seed.t_us, c)
+        if self._closes % 64 == 0:
+            self._decided = {k: t for k, t in self._decided.items() if t >= seed.t_us}
+        return records
+
+    def _associate(
+        self, pool: list[_Pending], c: float
+    ) -> tuple[Association, LocalFrame, np.ndarray] | None:
+        """The seed's (``pool[0]``) source, with the seed's frame and the pool's ENU, or None."""
+        seed = pool[0]
         frame = self._frame(seed.pos_i)
         table = self._enu_table(seed.pos_i)
         enu = table[[p.pos_i for p in pool]]
@@ -315,20 +378,41 @@ class ZoneEngine:
         assoc = associate(
             enu, times, codes, 0, c, self.config, known_sensors=self._listening(table, seed.t_us)
         )
-        echo = assoc is not None and self.config.reject_echo_fits
-        if echo and assoc is not None and self._echo_fit(assoc, pool, seed.t_us, c):
-            self.echoes += 1
-            assoc = None
-        records: list[IncidentRecord] = []
         if assoc is None:
-            self.noise += 1
-            self._decide(seed.det.key)
-        else:
-            records.append(self._located(assoc, pool, frame, seed, enu, now))
-        self._expire_by_event_time(seed.t_us, c)
-        if self._closes % 64 == 0:
-            self._decided = {k: t for k, t in self._decided.items() if t >= seed.t_us}
-        return records
+            return None
+        if self.config.reject_echo_fits and self._echo_fit(assoc, pool, seed.t_us, c):
+            self.echoes += 1
+            return None
+        return assoc, frame, enu
+
+    def _could_be_located(self, pool: list[_Pending], c: float) -> bool:
+        """False if fewer than ``min_sensors - 1`` other sensors have a pulse inside the seed's
+        physical gate (``association.gate``): then :func:`associate` returns None at its first
+        step, and the seed is noise without building a single array.
+
+        Why here, in plain floats: most windows are one lonely pulse (a door slam), and their
+        numpy set-up cost several times the decision. The gate is taken a microsecond wider
+        than associate's (ECEF and ENU distances differ in the last bits), so this never calls
+        a window noise that associate would have located.
+        """
+        seed = pool[0]
+        need = self.config.min_sensors - 1
+        if len(pool) <= need:
+            return False
+        xyz = self._pos_xyz
+        at = xyz[seed.pos_i]
+        cap = self.config.max_range_m
+        slack_s = self.config.association_tolerance_s + 1e-6
+        heard: set[int] = set()
+        for p in pool:
+            if p.code == seed.code or p.code in heard:
+                continue
+            dt_s = (p.t_us - seed.t_us) / 1e6
+            if dt_s <= min(math.dist(at, xyz[p.pos_i]), cap) / c + slack_s:
+                heard.add(p.code)
+                if len(heard) >= need:
+                    return True
+        return False
 
     def _echo_fit(self, assoc: Association, pool: list[_Pending], seed_us: int, c: float) -> bool:
         """True if fewer than ``min_sensors`` of the fit's members are not echoes.

@@ -56,6 +56,34 @@ class LocatedRound:
     evidence: tuple[PulseEvidence, ...]
 
 
+class _Combination:
+    """Running information sums of an incident's rounds in the first round's frame.
+
+    Why: every version combines all rounds, so recombining from scratch made a long burst
+    (fireworks: dozens of rounds) quadratic; each round's inverse covariance and local
+    position are computed once, when it is folded in.
+    """
+
+    __slots__ = ("alt_sum", "count", "frame", "info", "info_xy")
+
+    def __init__(self, first: LocatedRound) -> None:
+        self.frame = LocalFrame(first.lat, first.lon, first.alt_m)
+        self.count = 0
+        self.info = np.zeros((2, 2))
+        self.info_xy = np.zeros(2)
+        self.alt_sum = 0.0
+
+    def fold(self, rounds: list[LocatedRound]) -> None:
+        """Add the rounds not yet summed (rounds are only ever appended)."""
+        for rnd in rounds[self.count :]:
+            info = np.linalg.pinv(np.array(rnd.covariance_m2, float))
+            enu = self.frame.to_enu(rnd.lat, rnd.lon, rnd.alt_m)
+            self.info += info
+            self.info_xy += info @ enu[:2]
+            self.alt_sum += float(enu[2])
+        self.count = len(rounds)
+
+
 @dataclass
 class Incident:
     """An open incident: every round so far and the version last published."""
@@ -64,6 +92,16 @@ class Incident:
     zone: str
     version: int
     rounds: list[LocatedRound] = field(default_factory=list)
+    #: (round count, config, location) of the last :meth:`location` (rounds are only ever
+    #: appended): every update compares a new round with each open incident's location.
+    _location: tuple[int, LocatorConfig, IncidentLocation] | None = field(
+        default=None, repr=False, compare=False
+    )
+    _combination: _Combination | None = field(default=None, repr=False, compare=False)
+    _last_shot: tuple[int, datetime] | None = field(default=None, repr=False, compare=False)
+    _min_offset: tuple[int, int] | None = field(default=None, repr=False, compare=False)
+    #: The wire form of each round, aligned with ``rounds`` (built once per round).
+    _wire_rounds: list[Round] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def first(self) -> LocatedRound:
@@ -71,39 +109,63 @@ class Incident:
 
     @property
     def last_shot_time(self) -> datetime:
-        return max(r.shot_time for r in self.rounds)
+        cached = self._last_shot
+        if cached is None or cached[0] != len(self.rounds):
+            cached = self._last_shot = (len(self.rounds), max(r.shot_time for r in self.rounds))
+        return cached[1]
 
     def location(self, config: LocatorConfig) -> IncidentLocation:
         """Information-weighted combination of the rounds, with its 95 % ellipse."""
+        cached = self._location
+        if cached is not None and cached[0] == len(self.rounds) and cached[1] is config:
+            return cached[2]
         first = self.first
         if len(self.rounds) == 1:
             cov = np.array(first.covariance_m2)
             lat, lon, alt = first.lat, first.lon, first.alt_m
         else:
-            frame = LocalFrame(first.lat, first.lon, first.alt_m)
-            enu = frame.to_enu(
-                [r.lat for r in self.rounds], [r.lon for r in self.rounds],
-                [r.alt_m for r in self.rounds],
+            if self._combination is None:
+                self._combination = _Combination(first)
+            combined = self._combination
+            combined.fold(self.rounds)
+            cov = np.linalg.pinv(combined.info)
+            xy = cov @ combined.info_xy
+            la, lo, al = combined.frame.to_geodetic(
+                [xy[0], xy[1], combined.alt_sum / len(self.rounds)]
             )
-            # one batched pseudo-inverse for all rounds (a call per round dominated updates)
-            infos = np.linalg.pinv(np.array([r.covariance_m2 for r in self.rounds], float))
-            cov = np.linalg.pinv(infos.sum(0))
-            xy = cov @ np.einsum("rij,rj->i", infos, enu[:, :2])
-            la, lo, al = frame.to_geodetic([xy[0], xy[1], float(np.mean(enu[:, 2]))])
             lat, lon, alt = float(la), float(lo), float(al)
         radius, major, minor, orientation = ellipse95(cov, config)
-        return IncidentLocation(
+        location = IncidentLocation(
             lat=lat, lon=lon, alt_m=alt, radius95_m=radius, semi_major_m=major,
             semi_minor_m=minor, orientation_deg=orientation,
         )
+        self._location = (len(self.rounds), config, location)
+        return location
+
+    def wire_rounds(self) -> list[Round]:
+        """Every round's wire form, by shot time."""
+        for r in self.rounds[len(self._wire_rounds) :]:
+            self._wire_rounds.append(
+                Round(
+                    shot_time=r.shot_time, lat=r.lat, lon=r.lon, radius95_m=r.radius95_m,
+                    detection_keys=list(r.detection_keys),
+                )
+            )
+        return sorted(self._wire_rounds, key=lambda r: r.shot_time)
 
     def round_intervals_s(self) -> tuple[float, ...]:
         times = sorted(r.shot_time for r in self.rounds)
         return tuple((b - a).total_seconds() for a, b in itertools.pairwise(times))
 
-    def offsets(self) -> Iterable[int]:
-        for r in self.rounds:
-            yield from r.offsets
+    def min_offset(self) -> int:
+        """The smallest offset of any round's detections (kept as rounds are appended)."""
+        cached = self._min_offset
+        if cached is None or cached[0] != len(self.rounds):
+            low = min(min(r.offsets) for r in self.rounds[cached[0] if cached else 0 :])
+            if cached is not None:
+                low = min(low, cached[1])
+            cached = self._min_offset = (len(self.rounds), low)
+        return cached[1]
 
 
 class IncidentTracker:
@@ -112,6 +174,7 @@ class IncidentTracker:
     def __init__(self, zone: str, config: LocatorConfig) -> None:
         self.zone = zone
         self._config = config
+        self._window = timedelta(seconds=config.update_window_s)
         self._open: dict[str, Incident] = {}
 
     @property
@@ -120,7 +183,7 @@ class IncidentTracker:
 
     def add_round(self, rnd: LocatedRound) -> tuple[Incident, IncidentEvent]:
         """Attach the round to the nearest matching open incident, or open a new one."""
-        window = timedelta(seconds=self._config.update_window_s)
+        window = self._window
         best: tuple[float, str] | None = None
         for inc in self._open.values():
             if abs(rnd.shot_time - inc.last_shot_time) > window:
@@ -141,7 +204,7 @@ class IncidentTracker:
 
     def expires_at(self, inc: Incident) -> datetime:
         """Event time after which no round can update ``inc`` any more."""
-        return inc.last_shot_time + timedelta(seconds=self._config.update_window_s)
+        return inc.last_shot_time + self._window
 
     def forget(self, incident_id: str) -> None:
         """Drop an incident (no later round can update it)."""
@@ -149,6 +212,8 @@ class IncidentTracker:
 
     def expire(self, before: datetime) -> list[Incident]:
         """Forget incidents that expire before ``before``; returns them."""
+        if not self._open:
+            return []
         gone = [i for i in self._open.values() if self.expires_at(i) < before]
         for inc in gone:
             del self._open[inc.incident_id]
@@ -182,13 +247,7 @@ def to_record(
         sensors_used=used,
         sensors_rejected=rejected,
         residual_rms_s=rms,
-        round_details=[
-            Round(
-                shot_time=r.shot_time, lat=r.lat, lon=r.lon, radius95_m=r.radius95_m,
-                detection_keys=list(r.detection_keys),
-            )
-            for r in sorted(inc.rounds, key=lambda r: r.shot_time)
-        ],
+        round_details=inc.wire_rounds(),
         first_detection_received_at=min(r.first_received_at for r in inc.rounds),
         published_at=published_at,
     )
