@@ -22,8 +22,9 @@ A failed send is re-sent with backoff until ``produce_timeout_s``, then the loop
 
 Replays see the same windows as the live run because, while a partition is behind (lag > 0),
 windows are closed against the partition's *event clock* — the latest ``received_at`` consumed
-from it — rather than the wall clock: a window whose deadline has passed in wall time may still
-have pulses further down the backlog (see :func:`poll_clock`).
+from it, plus a settle no window's pulses need — rather than the wall clock: a window whose
+deadline has passed in wall time may still have pulses further down the backlog (see
+:func:`poll_clock`).
 
 Back-pressure: when the engines hold more than ``max_retained`` undecided detections the
 assigned partitions are paused (nothing more is fetched) until they drain to
@@ -47,7 +48,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -99,20 +100,41 @@ def commit_offset(next_offset: int, retained: Iterable[int | None]) -> int:
 
 
 def poll_clock(
-    now: datetime, event_clock: datetime | None, *, caught_up: bool, paused: bool
+    now: datetime,
+    event_clock: datetime | None,
+    *,
+    caught_up: bool,
+    paused: bool,
+    caught_up_at: datetime | None = None,
+    settle: timedelta = timedelta(0),
 ) -> datetime:
     """The instant a partition's windows are closed against.
 
     * Caught up (nothing left to fetch) or paused for back-pressure: the wall clock ``now``.
       (Paused partitions must drain by wall time, else back-pressure would never end.)
     * Behind (a backlog after a restart or rebalance): the partition's event clock, the latest
-      ``received_at`` consumed from it, capped at ``now``. A window then closes only once the
-      backlog has moved past its deadline, exactly as in the live run, so a replay rebuilds
-      the same windows and hence the same incident ids and versions.
+      ``received_at`` consumed from it, plus ``settle``, capped at ``now``. A window then
+      closes only once the backlog has moved (nearly) past its deadline, as in the live run,
+      so a replay rebuilds the same windows and hence the same incident ids and versions.
+      ``settle`` may be at most the part of a deadline no pulse of the window can need
+      (``window_margin_s - association_tolerance_s``): every pulse of a window was received
+      that long before its deadline, so it is read by then. The service gives half of it,
+      keeping the rest for records slightly out of ``received_at`` order.
+    * Behind, but caught up at ``caught_up_at`` (the last instant nothing was left to fetch):
+      at least that instant. Everything appended before it was read, so what could be closed
+      then can be closed now.
+
+    Why the last two: a live partition is "behind" whenever records arrived since the last
+    fetch, and its event clock then trails the wall clock by Kafka's delivery delay (0.1 s,
+    up to 0.5 s on a busy embedded broker), which every window used to wait for on top of its
+    deadline.
     """
     if caught_up or paused or event_clock is None:
         return now
-    return min(now, event_clock)
+    at = event_clock + settle
+    if caught_up_at is not None and caught_up_at > at:
+        at = caught_up_at
+    return min(now, at)
 
 
 def should_pause(retained: int, paused: bool, *, high: int, low: int) -> bool:
@@ -223,7 +245,8 @@ class _Partition:
 
     next_offset: int | None = None  # last consumed + 1
     event_clock: datetime | None = None  # latest received_at consumed
-    zones: set[str] = field(default_factory=set)
+    caught_up_at: datetime | None = None  # last wall-clock instant nothing was left to fetch
+    zones: dict[str, _Zone] = field(default_factory=dict)  # by name
 
 
 class LocatorService:
@@ -244,6 +267,11 @@ class LocatorService:
     ) -> None:
         self.settings = settings
         self.config = settings.locator_config()
+        #: See poll_clock: half the part of a deadline no pulse of its window needs.
+        self._settle = timedelta(
+            seconds=max(0.0, self.config.window_margin_s - self.config.association_tolerance_s)
+            / 2
+        )
         self._bootstrap = bootstrap_servers
         self._scorer = scorer
         self._clock = clock
@@ -545,7 +573,7 @@ class LocatorService:
             assert self._scorer is not None
             zone = _Zone(self._engine_factory(det.zone, self.config, self._scorer))
             self._engines[key] = zone
-            part.zones.add(det.zone)
+            part.zones[det.zone] = zone
         if part.event_clock is None or det.received_at > part.event_clock:
             part.event_clock = det.received_at
         zone.engine.add(det, offset, min(now, part.event_clock))
@@ -602,11 +630,15 @@ class LocatorService:
             part = self._partitions.get(tp)
             if part is None:
                 continue  # revoked (its heap goes with it)
+            caught_up = self._caught_up(tp, part)
+            if caught_up:
+                part.caught_up_at = now
             if heap and heap[0][0] <= now_ts:
                 # A partition replaying a backlog closes windows by its event clock, which
                 # is behind: its due-by-wall-clock windows stay queued, untouched.
                 at = poll_clock(
-                    now, part.event_clock, caught_up=self._caught_up(tp, part), paused=self._paused
+                    now, part.event_clock, caught_up=caught_up, paused=self._paused,
+                    caught_up_at=part.caught_up_at, settle=self._settle,
                 )
                 at_ts = at.timestamp()
                 while heap and heap[0][0] <= at_ts:
@@ -763,10 +795,12 @@ class LocatorService:
             part = self._partitions.get(tp)
             if part is None or part.next_offset is None:
                 continue
-            zones = [self._engines[(tp, zone)] for zone in part.zones]
-            for zone in zones:
-                self._pending_total += zone.refresh()
-            retained = [zone.retained for zone in zones]
+            retained: list[int | None] = []
+            for zone in part.zones.values():
+                if zone.stale:
+                    self._pending_total += zone.refresh()
+                if zone.retained is not None:
+                    retained.append(zone.retained)
             if tp in floors:
                 retained.append(floors[tp])
             self._commits.advance(tp, commit_offset(part.next_offset, retained))

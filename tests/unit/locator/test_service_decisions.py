@@ -46,25 +46,48 @@ def test_commit_offset_stops_at_the_earliest_retained_detection(
     assert commit_offset(next_offset, retained) == expected
 
 
+S = timedelta(seconds=0.1)  # the settle given
+
+
 @pytest.mark.parametrize(
-    ("event_clock", "caught_up", "paused", "expected"),
+    ("event_clock", "caught_up", "paused", "caught_up_at", "expected"),
     [
         # live: nothing left to fetch, windows close by the wall clock
-        (T - timedelta(seconds=1), True, False, T),
-        # replaying a backlog: windows close by the latest received_at read so far
-        (T - timedelta(seconds=90), False, False, T - timedelta(seconds=90)),
+        (T - timedelta(seconds=1), True, False, None, T),
+        # replaying a backlog: windows close by the latest received_at read so far (+ settle:
+        # no pulse of a window is received within that much of its deadline)
+        (T - timedelta(seconds=90), False, False, None, T - timedelta(seconds=90) + S),
         # backlog but paused for back-pressure: the wall clock, or the pause never ends
-        (T - timedelta(seconds=90), False, True, T),
+        (T - timedelta(seconds=90), False, True, None, T),
         # a sensor stamping the future cannot push windows ahead of the wall clock
-        (T + timedelta(seconds=5), False, False, T),
+        (T + timedelta(seconds=5), False, False, None, T),
+        # nor can the settle
+        (T - timedelta(seconds=0.05), False, False, None, T),
         # nothing read yet on the partition
-        (None, False, False, T),
+        (None, False, False, None, T),
+        # live, records arrived since the last fetch: what was closable when last caught up
+        # (everything appended before then was read) stays closable
+        (T - timedelta(seconds=0.3), False, False, T - timedelta(seconds=0.05),
+         T - timedelta(seconds=0.05)),
+        # ... but the event clock still counts when it is the later of the two
+        (T - timedelta(seconds=0.12), False, False, T - timedelta(seconds=0.05),
+         T - timedelta(seconds=0.02)),
+        # caught up long ago, before a backlog built up: the backlog's own clock is later
+        (T - timedelta(seconds=90), False, False, T - timedelta(seconds=600),
+         T - timedelta(seconds=90) + S),
     ],
 )
 def test_poll_clock_follows_the_backlog_until_caught_up(
-    event_clock: datetime | None, caught_up: bool, paused: bool, expected: datetime
+    event_clock: datetime | None,
+    caught_up: bool,
+    paused: bool,
+    caught_up_at: datetime | None,
+    expected: datetime,
 ) -> None:
-    assert poll_clock(T, event_clock, caught_up=caught_up, paused=paused) == expected
+    at = poll_clock(
+        T, event_clock, caught_up=caught_up, paused=paused, caught_up_at=caught_up_at, settle=S
+    )
+    assert at == expected
 
 
 @pytest.mark.parametrize(
