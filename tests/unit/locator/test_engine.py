@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 
+from services.locator.association import gate
 from services.locator.config import LocatorConfig
 from services.locator.engine import ZoneEngine
+from services.locator.simulate import build_array, scenario
 from shared.schemas import DetectionRecord, IncidentRecord
 from tests.unit.locator.conftest import (
     SENSORS,
@@ -271,3 +274,48 @@ def test_pending_count_is_the_number_of_undecided_detections(
     assert engine.pending_count() == len(dets)
     engine.flush()
     assert engine.pending_count() == 0
+
+
+def test_the_plain_float_pre_gate_is_associates_own_first_exit(
+    config: LocatorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two thirds of real closes are a lonely pulse, decided without numpy by
+    # _could_be_located. It must agree with associate's first step (enough other sensors
+    # inside the seed's physical gate, association.gate) on every close of mixed traffic
+    # (noise, echoes, bursts, fireworks, a bad clock), and dropping it changes no record.
+    array = build_array(density_per_sq_mi=15, area_sq_mi=2.0, seed=4)
+    made = scenario(
+        "mixed", array, start=datetime(2026, 3, 1, tzinfo=UTC),
+        rng=np.random.default_rng(7), duration_s=900,
+    )
+    detections = sorted(made.detections, key=lambda d: d.received_at)
+    pre_gate = ZoneEngine._could_be_located
+    verdicts: list[bool] = []
+
+    def checked(engine: ZoneEngine, pool: list, c: float) -> bool:
+        verdict = pre_gate(engine, pool, c)
+        seed = pool[0]
+        enu = engine._enu_table(seed.pos_i)[[p.pos_i for p in pool]]
+        times = np.array([(p.t_us - seed.t_us) / 1e6 for p in pool])
+        codes = np.array([p.code for p in pool])
+        inside = gate(enu, times, codes, 0, c, config)
+        assert verdict == (len(set(codes[inside])) >= config.min_sensors - 1)
+        verdicts.append(verdict)
+        return verdict
+
+    def run() -> tuple[list[IncidentRecord], int]:
+        engine = ZoneEngine(detections[0].zone, config, placeholder_scorer)
+        out: list[IncidentRecord] = []
+        for offset, det in enumerate(detections):
+            engine.add(det, offset, det.received_at)
+            out.extend(engine.poll(det.received_at))
+        out.extend(engine.flush())
+        return out, engine.noise
+
+    monkeypatch.setattr(ZoneEngine, "_could_be_located", checked)
+    gated, noise = run()
+    assert verdicts.count(False) > 100 and verdicts.count(True) > 20  # both paths exercised
+    monkeypatch.setattr(ZoneEngine, "_could_be_located", lambda self, pool, c: True)
+    ungated, noise_ungated = run()
+    assert len(gated) >= 5
+    assert gated == ungated and noise == noise_ungated
