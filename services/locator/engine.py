@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 import statistics
 from collections import deque
@@ -80,7 +81,10 @@ class ZoneEngine:
         self.config = config
         self._scorer = scorer
         self._pending: dict[tuple[str, str], _Pending] = {}
-        self._order: list[tuple[int, str, str]] = []  # (t_us, sensor_id, detection_id), sorted
+        #: (t_us, sensor_id, detection_id, pending) of every pending pulse, sorted (keys are
+        #: unique, so the pending itself is never compared; carried so a window's pool is a
+        #: slice, not a lookup per pulse).
+        self._order: list[tuple[int, str, str, _Pending]] = []
         #: (offset, key) of every pending pulse, a min-heap; decided ones are dropped lazily
         #: (why: the retained offset is asked for after every step that touched the zone).
         self._offsets: list[tuple[int, tuple[str, str]]] = []
@@ -98,7 +102,7 @@ class ZoneEngine:
         self._reach: list[float] = []
         #: (the _order entry of the seed, sensor version, its deadline): the seed's deadline
         #: is asked for after every add and poll, and changes only with the seed or the array.
-        self._seed_memo: tuple[tuple[int, str, str], int, datetime] | None = None
+        self._seed_memo: tuple[tuple[int, str, str, _Pending], int, datetime] | None = None
         # Geometry caches (why: converting lat/lon per pulse and per window dominated a close).
         # Every distinct (lat, lon, alt) reported gets an index; a sensor's code indexes its
         # latest position index and last report time, aligned lists.
@@ -168,8 +172,8 @@ class ZoneEngine:
         seen = self._sensor_seen_us.get(sid)
         self._sensor_seen_us[sid] = t_us if seen is None else max(seen, t_us)
         self._code_seen[code] = self._sensor_seen_us[sid]
-        self._pending[key] = _Pending(detection, offset, t_us, pos_i, code)
-        bisect.insort(self._order, (t_us, *key))
+        pending = self._pending[key] = _Pending(detection, offset, t_us, pos_i, code)
+        bisect.insort(self._order, (t_us, sid, detection.detection_id, pending))
         heapq.heappush(self._offsets, (offset, key))
 
     def _compact_positions(self) -> None:
@@ -188,6 +192,7 @@ class ZoneEngine:
         self._pending = {
             k: replace(p, pos_i=remap[p.pos_i]) for k, p in self._pending.items()
         }
+        self._order = [(t, sid, did, self._pending[sid, did]) for t, sid, did, _ in self._order]
         self._enu_cache.clear()
 
     def pending_count(self) -> int:
@@ -257,7 +262,7 @@ class ZoneEngine:
         memo = self._seed_memo
         if memo is not None and memo[0] is head and memo[1] == self._sensor_version:
             return memo[2]
-        deadline = self._deadline(self._pending[head[1:]])
+        deadline = self._deadline(head[3])
         self._seed_memo = (head, self._sensor_version, deadline)
         return deadline
 
@@ -297,7 +302,7 @@ class ZoneEngine:
             overfull = len(self._order) > self.config.max_pending
             if not overfull and self._seed_deadline() > now:
                 break
-            seed = self._pending[self._order[0][1:]]
+            seed = self._order[0][3]
             out.extend(self._close(seed, now))
         for inc in self._tracker.open_incidents:
             if self._expiry_deadline(inc.last_shot_time) <= now:
@@ -308,7 +313,7 @@ class ZoneEngine:
         """Decide every pending window now, regardless of deadlines (end of a replay)."""
         out: list[IncidentRecord] = []
         while self._order:
-            seed = self._pending[self._order[0][1:]]
+            seed = self._order[0][3]
             now = self._last_now or self._deadline(seed)
             out.extend(self._close(seed, now))
         return out
@@ -349,7 +354,7 @@ class ZoneEngine:
         self._closed_until_us = seed.t_us
         horizon = seed.t_us + int((self.config.max_range_m / _C_MIN + 1.0) * 1e6)
         hi = bisect.bisect_right(self._order, (horizon, "\uffff", "\uffff"))
-        pool = [self._pending[k[1:]] for k in self._order[:hi]]  # pool[0] is the seed
+        pool = [entry[3] for entry in self._order[:hi]]  # pool[0] is the seed
         temps = [p.det.temperature_c for p in pool if p.det.temperature_c is not None]
         c = self._c(statistics.median(temps) if temps else None)
         found = self._associate(pool, c) if self._could_be_located(pool, c) else None
@@ -414,6 +419,27 @@ class ZoneEngine:
                     return True
         return False
 
+    def _may_trail_a_sound(
+        self, members: list[_Pending], pool: list[_Pending], horizon_s: float
+    ) -> bool:
+        """Whether any member's sensor heard another sound (pending in ``pool`` or recently
+        decided) up to ``horizon_s`` before that member: without one no member can be an
+        echo, and :func:`echo_shadowed` would mark none (a microsecond wider than it, so
+        this never skips a fit it would reject).
+
+        Why: nearly every fit is of members with nothing before them at their sensors, and
+        the full test builds a dozen arrays.
+        """
+        at = {p.det.sensor_id: p.t_us for p in members}
+        reach_us = horizon_s * 1e6 + 1
+        for t_us, sensor_id in itertools.chain(
+            ((p.t_us, p.det.sensor_id) for p in pool), ((t, sid) for t, sid, _ in self._recent)
+        ):
+            member_us = at.get(sensor_id)
+            if member_us is not None and 0 < member_us - t_us <= reach_us:
+                return True
+        return False
+
     def _echo_fit(self, assoc: Association, pool: list[_Pending], seed_us: int, c: float) -> bool:
         """True if fewer than ``min_sensors`` of the fit's members are not echoes.
 
@@ -424,12 +450,14 @@ class ZoneEngine:
         low = seed_us - int(horizon_s * 1e6)
         while self._recent and self._recent[0][0] < low:
             self._recent.popleft()
+        members = [pool[i] for i in assoc.members]
+        if not self._may_trail_a_sound(members, pool, horizon_s):
+            return False
 
         def snr(p: _Pending) -> float:
             v = p.det.features.snr_db
             return float("nan") if v is None else v
 
-        members = [pool[i] for i in assoc.members]
         prior = [(p.t_us, p.det.sensor_id, snr(p)) for p in pool] + list(self._recent)
         shadowed = echo_shadowed(
             np.array([(p.t_us - seed_us) / 1e6 for p in members]),

@@ -276,13 +276,14 @@ def test_pending_count_is_the_number_of_undecided_detections(
     assert engine.pending_count() == 0
 
 
-def test_the_plain_float_pre_gate_is_associates_own_first_exit(
+def test_the_plain_float_shortcuts_change_no_decision(
     config: LocatorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Two thirds of real closes are a lonely pulse, decided without numpy by
     # _could_be_located. It must agree with associate's first step (enough other sensors
     # inside the seed's physical gate, association.gate) on every close of mixed traffic
-    # (noise, echoes, bursts, fireworks, a bad clock), and dropping it changes no record.
+    # (noise, echoes, bursts, fireworks, a bad clock). Dropping it, and the echo test's own
+    # shortcut (_may_trail_a_sound), changes no record and no count.
     array = build_array(density_per_sq_mi=15, area_sq_mi=2.0, seed=4)
     made = scenario(
         "mixed", array, start=datetime(2026, 3, 1, tzinfo=UTC),
@@ -303,19 +304,20 @@ def test_the_plain_float_pre_gate_is_associates_own_first_exit(
         verdicts.append(verdict)
         return verdict
 
-    def run() -> tuple[list[IncidentRecord], int]:
+    def run() -> tuple[list[IncidentRecord], int, int]:
         engine = ZoneEngine(detections[0].zone, config, placeholder_scorer)
         out: list[IncidentRecord] = []
         for offset, det in enumerate(detections):
             engine.add(det, offset, det.received_at)
             out.extend(engine.poll(det.received_at))
         out.extend(engine.flush())
-        return out, engine.noise
+        return out, engine.noise, engine.echoes
 
     monkeypatch.setattr(ZoneEngine, "_could_be_located", checked)
-    gated, noise = run()
+    gated, noise, echoes = run()
     assert verdicts.count(False) > 100 and verdicts.count(True) > 20  # both paths exercised
     monkeypatch.setattr(ZoneEngine, "_could_be_located", lambda self, pool, c: True)
-    ungated, noise_ungated = run()
-    assert len(gated) >= 5
-    assert gated == ungated and noise == noise_ungated
+    monkeypatch.setattr(ZoneEngine, "_may_trail_a_sound", lambda self, m, pool, h: True)
+    ungated, noise_ungated, echoes_ungated = run()
+    assert len(gated) >= 5 and echoes > 0
+    assert gated == ungated and (noise, echoes) == (noise_ungated, echoes_ungated)
