@@ -95,6 +95,21 @@ def test_promtool_accepts_the_config_and_rules() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (apt install prometheus)"
+)
+def test_the_alert_rules_fire_as_their_unit_tests_say() -> None:
+    """deploy/prometheus/rules_test.yml: e.g. a locator above 50 ms p99 for 10 minutes is
+    ticketed, with Kafka's ack p99 recorded beside it."""
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(ROOT / "deploy/prometheus/rules_test.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_dashboard_queries_only_metrics_the_services_define() -> None:
     """A panel on a misspelt metric shows 'no data' exactly when an SRE needs it."""
     import json
