@@ -82,32 +82,27 @@ def test_prometheus_scrapes_every_service_port_that_compose_exposes() -> None:
     assert targets == {"ingest:8080", "locator:9102", "dispatch:8090"}
 
 
-@pytest.mark.skipif(
+needs_promtool = pytest.mark.skipif(
     shutil.which("promtool") is None, reason="promtool not installed (apt install prometheus)"
 )
-def test_promtool_accepts_the_config_and_rules() -> None:
-    result = subprocess.run(
-        ["promtool", "check", "config", str(ROOT / "deploy/prometheus/prometheus.yml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+
+def promtool(*args: str) -> None:
+    """Run promtool; fails the test with its output unless it succeeds."""
+    result = subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool not installed (apt install prometheus)"
-)
+@needs_promtool
+def test_promtool_accepts_the_config_and_rules() -> None:
+    promtool("check", "config", str(ROOT / "deploy/prometheus/prometheus.yml"))
+
+
+@needs_promtool
 def test_the_alert_rules_fire_as_their_unit_tests_say() -> None:
     """deploy/prometheus/rules_test.yml: e.g. a locator above 50 ms p99 for 10 minutes is
     ticketed, with Kafka's ack p99 recorded beside it."""
-    result = subprocess.run(
-        ["promtool", "test", "rules", str(ROOT / "deploy/prometheus/rules_test.yml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool("test", "rules", str(ROOT / "deploy/prometheus/rules_test.yml"))
 
 
 def test_dashboard_queries_only_metrics_the_services_define() -> None:
