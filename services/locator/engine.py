@@ -458,7 +458,11 @@ class ZoneEngine:
             v = p.det.features.snr_db
             return float("nan") if v is None else v
 
-        prior = [(p.t_us, p.det.sensor_id, snr(p)) for p in pool] + list(self._recent)
+        # Only earlier sounds at the members' own sensors can shadow a member (or mark a
+        # repeat): the others would only widen every matrix echo_shadowed builds.
+        at_members = {p.det.sensor_id for p in members}
+        prior = [(p.t_us, p.det.sensor_id, snr(p)) for p in pool if p.det.sensor_id in at_members]
+        prior += [r for r in self._recent if r[1] in at_members]
         shadowed = echo_shadowed(
             np.array([(p.t_us - seed_us) / 1e6 for p in members]),
             np.array([p.det.sensor_id for p in members]),
