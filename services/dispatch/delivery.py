@@ -11,7 +11,8 @@ Isolation of slow or dead receivers:
   its limit is excluded from the next claims, so its backlog never takes the slots of
   others;
 * a circuit breaker per endpoint (:mod:`services.dispatch.breaker`); while it is open the
-  endpoint's rows are not claimed at all (they wait, no attempt is spent);
+  endpoint's rows are not claimed at all (they wait, no attempt is spent), and those that
+  outlive the retry age limit meanwhile go to dead letter (:func:`store.expire_overdue`);
 * httpx timeouts from the settings bound every attempt, and the lease outlives them.
 
 What happens after an attempt is decided by the pure retry policy
@@ -212,7 +213,11 @@ class DeliveryWorkers:
 
     async def _run(self) -> None:
         backoff = 0.1
+        expire_due = 0.0
         while not self._stopping:
+            if time.monotonic() >= expire_due:
+                expire_due = time.monotonic() + self.settings.poll_interval_s
+                await self._expire_overdue()
             free = self.settings.max_in_flight - len(self._inflight)
             claimed: list[store.ClaimedDelivery] = []
             if free > 0:
@@ -245,6 +250,28 @@ class DeliveryWorkers:
             await self._ensure_listening()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
+
+    async def _expire_overdue(self) -> None:
+        """Dead-letter rows past the age limit that no attempt will ever judge (their
+        receiver's circuit is open, or no worker reached them in time); a database error
+        is only logged (the next round tries again)."""
+        try:
+            expired = await store.expire_overdue(
+                self.pool, max_age_s=self.policy.max_age.total_seconds()
+            )
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.warning("expiring overdue deliveries failed", extra={"error": repr(exc)})
+            return
+        for row in expired:
+            metrics.DELIVERIES.labels("dead", row.channel).inc()
+            log.warning(
+                "delivery dead-lettered: past the age limit without a successful attempt",
+                extra={
+                    "delivery_id": row.delivery_id,
+                    "webhook_id": row.webhook_id,
+                    "endpoint": row.endpoint,
+                },
+            )
 
     async def _release(self, deliveries: list[store.ClaimedDelivery]) -> None:
         try:

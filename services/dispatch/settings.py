@@ -101,7 +101,11 @@ class DispatchSettings(CommonSettings):
     )
     retry_jitter_ratio: float = Field(default=0.2, ge=0, lt=1, description="+/- spread")
     retry_max_age_s: float = Field(
-        default=86_400.0, gt=0, description="No retry later than this after the first attempt"
+        default=86_400.0,
+        gt=0,
+        description="No retry later than this after the first attempt; a pending row this "
+        "old (from its first attempt, else from when it was queued or replayed) goes to dead "
+        "letter even while its receiver's circuit is open",
     )
     retry_after_cap_s: float = Field(
         default=3600.0, ge=0, description="Longest Retry-After honoured"

@@ -541,6 +541,47 @@ async def release_many(pool: asyncpg.Pool, deliveries: Sequence[ClaimedDelivery]
     )
 
 
+@dataclass(frozen=True)
+class ExpiredDelivery:
+    """A pending row moved to dead letter by :func:`expire_overdue`."""
+
+    delivery_id: int
+    channel: str
+    endpoint: str
+    webhook_id: str
+
+
+async def expire_overdue(pool: asyncpg.Pool, *, max_age_s: float) -> list[ExpiredDelivery]:
+    """Move to dead letter every pending row older than ``max_age_s`` that no live lease
+    holds; returns them.
+
+    The age counts from the first attempt of the row's current retry budget, or, for a row
+    not attempted since it was queued or replayed, from then. Why: the retry policy judges a
+    row's age only after an attempt, and rows whose receiver's circuit breaker is open are
+    neither claimed nor attempted; without this they would wait as long as the receiver is
+    down, out of sight of the dead-letter gauge, and then be sent days late. A row whose
+    lease ran out while its send still hangs is expired too; if that send ends after all, its
+    result overwrites the status (``finish_attempt`` goes by the claim token).
+    """
+    rows = await pool.fetch(
+        """UPDATE dispatch_deliveries
+           SET status = 'dead',
+               last_error = 'not delivered within the age limit (' || $1::text
+                            || ' s); receiver unreachable or its circuit open'
+           WHERE status = 'pending'
+             AND (claimed_until IS NULL OR claimed_until < now())
+             AND COALESCE(first_attempt_at, replayed_at, created_at)
+                 + make_interval(secs => $2) < now()
+           RETURNING delivery_id, channel, endpoint, webhook_id""",
+        f"{max_age_s:g}",
+        max_age_s,
+    )
+    return [
+        ExpiredDelivery(r["delivery_id"], r["channel"], r["endpoint"], r["webhook_id"])
+        for r in rows
+    ]
+
+
 async def fail_pending_of(conn: Conn, subscription_id: str, reason: str) -> int:
     """Mark a disabled subscription's unclaimed pending rows failed; returns how many."""
     result = await conn.execute(

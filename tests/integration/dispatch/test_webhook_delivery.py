@@ -179,3 +179,46 @@ async def test_a_hanging_receiver_gets_bounded_concurrency_and_does_not_delay_th
         took = loop.time() - began
     assert took < 1.5  # well inside one read timeout of the hanging receiver
     assert hanging.max_in_flight == 2  # per-host bound: never more at once
+
+
+async def test_alerts_held_behind_an_open_circuit_go_to_dead_letter_at_the_age_limit(
+    make_settings, services, receivers, publish
+):
+    # Two failures open the receiver's circuit for longer than the test; the age limit is 2 s.
+    # Rows behind an open circuit are never claimed, so no attempt ever judges their age:
+    # without the sweep they would stay pending (out of the dead-letter gauge) until the
+    # receiver came back, and then be sent however late.
+    max_age_s = 2.0
+    settings = make_settings(
+        max_attempts=50, breaker_failures=2, breaker_reset_s=60.0, retry_max_age_s=max_age_s
+    )
+    service = await services(settings)
+    down = await receivers(default=503)
+    async with admin(service) as client:
+        await _subscribe(client, down.url)
+        tried = incident()
+        await publish(tried)
+        await eventually(lambda: _received(down, 2), what="two failures (circuit open)")
+        held = incident()  # queued while the circuit is open: never attempted
+        await publish(held)
+        await eventually(lambda: _status_is(client, held.incident_id, "pending"), what="queued")
+
+        await eventually(lambda: _status_is(client, held.incident_id, "dead"), what="expired")
+        await eventually(lambda: _status_is(client, tried.incident_id, "dead"), what="expired")
+        detail = await _delivery(client, held.incident_id)
+        assert detail["attempt_log"] == []  # dead-lettered without being sent
+        assert "age limit" in detail["last_error"]
+
+        # A replay restarts the clock: the age counts from the replay, not from the queueing.
+        response = await client.post(f"/v1/deliveries/{detail['delivery_id']}/replay")
+        assert response.status_code == 200, response.text
+        await asyncio.sleep(max_age_s / 4)  # the sweep runs every poll_interval_s (0.1 s)
+        assert await _status_is(client, held.incident_id, "pending")
+        await eventually(lambda: _status_is(client, held.incident_id, "dead"), what="re-expired")
+        metrics = (await client.get("/metrics")).text
+    assert len(down.received) == 2  # nothing was sent behind the open circuit
+    assert 'shotline_dispatch_deliveries_total{channel="webhook",status="dead"}' in metrics
+
+
+async def _received(receiver, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return len(receiver.received) >= n
