@@ -14,6 +14,7 @@ offset was not committed, so nothing is lost).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 
 from services.dispatch import metrics, store
 from services.dispatch.model import Subscription
-from services.dispatch.routing import route
+from services.dispatch.routing import route, same_shot
 from services.dispatch.settings import DispatchSettings
 from shared.clock import Clock
 from shared.kafka import (
@@ -142,6 +143,11 @@ class IncidentConsumer:
         self.settings = settings
         self.pool = pool
         self.plan = plan
+        self.same_shot: store.SameShot = functools.partial(
+            same_shot,
+            window_s=settings.same_shot_window_s,
+            distance_m=settings.same_shot_distance_m,
+        )
         self.consumer: AIOKafkaConsumer = build_consumer(
             bootstrap_servers,
             group_id=settings.group_id,
@@ -209,6 +215,8 @@ class IncidentConsumer:
         metrics.INCIDENTS_CONSUMED.labels(result.outcome).inc()
         for planned in result.deliveries:
             metrics.DELIVERIES_CREATED.labels(planned.channel).inc()
+        if result.same_shot_as:
+            metrics.SAME_SHOT.inc()
         if result.outcome == "stored":
             log.info(
                 "incident stored",
@@ -216,6 +224,7 @@ class IncidentConsumer:
                     "incident_id": record.incident_id,
                     "version": record.version,
                     "deliveries": len(result.deliveries),
+                    "same_shot_as": list(result.same_shot_as),
                 },
             )
         return result.outcome
@@ -228,7 +237,12 @@ class IncidentConsumer:
         while True:
             try:
                 return await store.store_incident(
-                    self.pool, record, self.plan, partition=partition, offset=offset
+                    self.pool,
+                    record,
+                    self.plan,
+                    partition=partition,
+                    offset=offset,
+                    same_shot=self.same_shot,
                 )
             except _TRANSIENT as exc:
                 if isinstance(exc, asyncpg.IntegrityConstraintViolationError):

@@ -15,6 +15,11 @@ DELIVERIES_CREATED = Counter(
     "Outbox rows written, by channel",
     ["channel"],
 )
+SAME_SHOT = Counter(
+    "shotline_dispatch_same_shot_incidents_total",
+    "Incident versions stored that another zone's incident already reported (one shot heard "
+    "across a zone boundary); subscribers alerted to that one are not alerted again",
+)
 DELIVERIES = Counter(
     "shotline_dispatch_deliveries_total",
     "Delivery attempts finished, by resulting status and channel",

@@ -1,7 +1,8 @@
 """Who gets told what about an incident version (pure).
 
 :func:`route` picks, for one incident version, the subscriptions to deliver to and the event
-each of them is told (:func:`delivery_event`). :func:`validate_geofence` checks a GeoJSON
+each of them is told (:func:`delivery_event`); :func:`same_shot` tells two zones' incidents
+of one shot apart from two shots. :func:`validate_geofence` checks a GeoJSON
 geofence for the admin API (and for :class:`~services.dispatch.model.Subscription`).
 
 GeoJSON positions are ``[longitude, latitude]`` - the opposite of how people say them. A
@@ -11,7 +12,7 @@ point on a geofence's edge counts as inside (an alert on the boundary street is 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from numbers import Real
 from typing import Any
 
@@ -22,6 +23,7 @@ from shapely.validation import explain_validity
 
 from services.dispatch.model import DeliveryPlan, Subscription
 from services.dispatch.signing import webhook_id
+from shared.geo import haversine_m
 from shared.schemas import IncidentEvent, IncidentRecord
 
 GEOFENCE_TYPES = ("Polygon", "MultiPolygon")
@@ -117,6 +119,29 @@ def delivery_event(
     if not sticky and not matches(incident, subscription):
         return None
     return event if event in subscription.events else None
+
+
+def same_shot(
+    a: IncidentRecord, b: IncidentRecord, *, window_s: float, distance_m: float
+) -> bool:
+    """Do incidents ``a`` and ``b`` report the same shot(s), heard across a zone boundary?
+
+    Each zone's locator sees only its own sensors, so a shot near a boundary that both
+    zones' arrays locate becomes two incidents with different ids. They are the same shot
+    when they come from different zones, their rounds overlap in time (``[shot_time,
+    last_shot_time]``, widened by ``window_s``: one zone may have missed a round), and their
+    locations lie within ``distance_m`` of each other, or within their two 95 % radii added
+    if that is more (a boundary shot sits at the edge of both arrays, where radii are wide).
+    Never the same shot within one zone: the locator itself merges rounds into updates there.
+    """
+    if a.zone == b.zone:
+        return False
+    slack = timedelta(seconds=window_s)
+    if a.shot_time > b.last_shot_time + slack or b.shot_time > a.last_shot_time + slack:
+        return False
+    la, lb = a.location, b.location
+    apart = float(haversine_m(la.lat, la.lon, lb.lat, lb.lon))
+    return apart <= max(distance_m, la.radius95_m + lb.radius95_m)
 
 
 def matches(incident: IncidentRecord, subscription: Subscription) -> bool:

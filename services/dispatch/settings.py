@@ -60,6 +60,18 @@ class DispatchSettings(CommonSettings):
     max_poll_records: int = Field(
         default=200, ge=1, le=10_000, description="Most incident records taken per fetch"
     )
+    same_shot_window_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Incidents of different zones whose rounds lie this close in time ...",
+    )
+    same_shot_distance_m: float = Field(
+        default=100.0,
+        ge=0,
+        description="... and whose locations lie within this (or their two 95 % radii added, "
+        "if more) are one shot heard across a zone boundary: a subscriber alerted to one is "
+        "not alerted to the other",
+    )
     dlq_limit: int = Field(default=100, ge=1, description="Poison messages to <topic>.dlq/window")
     dlq_window_s: float = Field(default=60.0, gt=0, description="Dead-letter budget window, s")
     db_retry_deadline_s: float = Field(

@@ -248,12 +248,19 @@ class PlannedDelivery:
 #: Decides the outbox rows of a new current version (pure): from the record, the active
 #: subscriptions and the ids of subscriptions that were planned an earlier version.
 Planner = Callable[[IncidentRecord, list[SubscriptionRow], set[str]], list[PlannedDelivery]]
+#: Do two incidents (of different zones) report the same shot? (``routing.same_shot``)
+SameShot = Callable[[IncidentRecord, IncidentRecord], bool]
+
+#: How far back a stored incident's first round may lie and still share a shot with a new
+#: one (bursts are updated while rounds come less than a minute apart; this is generous).
+_SAME_SHOT_LOOKBACK_S = 600.0
 
 
 @dataclass(frozen=True)
 class StoreResult:
     outcome: str  # "stored", "duplicate" (same id+version seen), "stale" (older than current)
     deliveries: list[PlannedDelivery]
+    same_shot_as: tuple[str, ...] = ()  # other zones' incidents of the same shot
 
 
 async def store_incident(
@@ -263,8 +270,17 @@ async def store_incident(
     *,
     partition: int | None = None,
     offset: int | None = None,
+    same_shot: SameShot | None = None,
 ) -> StoreResult:
-    """Store one incident version and its outbox rows in one transaction (idempotent)."""
+    """Store one incident version and its outbox rows in one transaction (idempotent).
+
+    With ``same_shot``, other zones' incidents of the same shot are linked both ways
+    (``same_shot_as``), and subscriptions alerted to any of them are left out of this
+    incident's plan (unless already alerted to this incident itself: they then hear its
+    updates), so no subscriber gets two alerts for one shot heard across a zone boundary.
+    Stores of first-seen shots are serialised across instances (a transaction-scoped
+    advisory lock) so that two instances cannot both miss each other's incident.
+    """
     doc = _json(record.model_dump(mode="json"))
     # Routing reads the subscriptions as of just before the transaction: a subscription
     # created concurrently with an incident may or may not see it either way.
@@ -275,6 +291,8 @@ async def store_incident(
         )
     ]
     async with pool.acquire() as conn, conn.transaction():
+        if same_shot is not None:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _SAME_SHOT_LOCK)
         # One statement: the version (history, idempotent) and the current state (only ever
         # moves forward). The row lock taken by the upsert serialises versions of one
         # incident, so the "is it newer" check cannot race.
@@ -323,7 +341,19 @@ async def store_incident(
             # A newer version is already current: keep the history, alert nobody with the
             # older picture (they have, or will get, the newer one).
             return StoreResult("stale", [])
-        planned = plan(record, subs, set(row["notified"]))
+        notified = set(row["notified"])
+        siblings: tuple[str, ...] = ()
+        if same_shot is not None:
+            siblings = await _link_same_shot(conn, record, same_shot)
+            if siblings:
+                told = await conn.fetch(
+                    "SELECT DISTINCT subscription_id FROM dispatch_deliveries "
+                    "WHERE incident_id = ANY($1::text[])",
+                    list(siblings),
+                )
+                elsewhere = {r["subscription_id"] for r in told} - notified
+                subs = [s for s in subs if s.subscription_id not in elsewhere]
+        planned = plan(record, subs, notified)
         if planned:
             await conn.execute(
                 f"""WITH rows AS (
@@ -344,7 +374,44 @@ async def store_incident(
                 [p.webhook_id for p in planned],
                 [p.event for p in planned],
             )
-    return StoreResult("stored", planned)
+    return StoreResult("stored", planned, siblings)
+
+
+#: Key of the advisory lock that serialises the same-shot check across instances.
+_SAME_SHOT_LOCK = 0x5E0_5407
+
+
+async def _link_same_shot(
+    conn: asyncpg.Connection, record: IncidentRecord, same_shot: SameShot
+) -> tuple[str, ...]:
+    """Other zones' incidents of the same shot as ``record`` (already stored: call after
+    the upsert), linked both ways in ``same_shot_as``; sorted ids."""
+    rows = await conn.fetch(
+        """SELECT record::text AS record FROM dispatch_incidents
+           WHERE zone <> $1 AND incident_id <> $2
+             AND shot_time >= $3::timestamptz - make_interval(secs => $5)
+             AND shot_time <= $4::timestamptz + make_interval(secs => $5)""",
+        record.zone,
+        record.incident_id,
+        record.shot_time,
+        record.last_shot_time,
+        _SAME_SHOT_LOOKBACK_S,
+    )
+    siblings = sorted(
+        other.incident_id
+        for other in (IncidentRecord.model_validate_json(r["record"]) for r in rows)
+        if same_shot(record, other)
+    )
+    if siblings:
+        await conn.execute(
+            """UPDATE dispatch_incidents SET same_shot_as = ARRAY(
+                 SELECT DISTINCT x FROM unnest(same_shot_as || CASE
+                   WHEN incident_id = $1 THEN $2::text[] ELSE ARRAY[$1] END) AS x ORDER BY x)
+               WHERE incident_id = $1 OR incident_id = ANY($2::text[])""",
+            record.incident_id,
+            siblings,
+        )
+    return tuple(siblings)
 
 
 @dataclass(frozen=True)
@@ -725,7 +792,7 @@ async def get_incident(conn: Conn, incident_id: str) -> dict[str, Any] | None:
     """Current record, every version as received, every delivery; None if unknown."""
     row = await conn.fetchrow(
         """SELECT incident_id, version, event, record::text AS record, first_consumed_at,
-                  updated_at
+                  updated_at, same_shot_as
            FROM dispatch_incidents WHERE incident_id = $1""",
         incident_id,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import asyncpg
 import jsonschema
@@ -153,3 +154,57 @@ async def test_an_update_tells_its_subscriber_which_version_it_replaces(
     assert update["data"]["version"] == 2
     assert update["data"]["previous_version"] == 1  # what this subscriber got before
     assert first.headers["webhook-id"] != second.headers["webhook-id"]
+
+
+async def test_a_shot_heard_across_a_zone_boundary_alerts_each_subscriber_once(
+    make_settings, services, receivers, publish
+):
+    # Each zone's locator sees only its own sensors: a shot near the boundary becomes one
+    # incident per zone, with different ids, located ~30 m apart.
+    service = await services(make_settings())
+    both, near_west = await receivers(), await receivers()
+    east = incident(lat=40.44, lon=-79.99).model_copy(update={"zone": "east"})
+    west = incident(lat=40.44, lon=-79.98965).model_copy(update={"zone": "west"})
+    async with admin(service) as client:
+        await _subscribe(client, both.url, square(-79.99, 40.44))
+        # a ~35 m square around the west estimate only: the east one falls outside it
+        await _subscribe(client, near_west.url, square(-79.98965, 40.44, 0.0002))
+
+        await publish(east)
+        await both.wait_for(1)
+        await publish(west)
+        await near_west.wait_for(1)  # not alerted to east: it still hears of the shot
+        west_v2 = west.model_copy(update={"version": 2, "event": "updated", "rounds": 4})
+        await publish(west_v2)
+        await near_west.wait_for(2)
+
+        # A minute later at the same place: another shot, alerted again.
+        later = west.model_copy(
+            update={
+                "incident_id": "later-" + west.incident_id,
+                "shot_time": west.shot_time + timedelta(seconds=60),
+                "last_shot_time": west.last_shot_time + timedelta(seconds=60),
+            }
+        )
+        await publish(later)
+        await both.wait_for(2)
+        await near_west.wait_for(3)
+
+        east_detail = (await client.get(f"/v1/incidents/{east.incident_id}")).json()
+        west_detail = (await client.get(f"/v1/incidents/{west.incident_id}")).json()
+        metrics = (await client.get("/metrics")).text
+    # one alert per subscriber for the boundary shot, then one for the later shot
+    assert [_incident_of(r) for r in both.received] == [east.incident_id, later.incident_id]
+    assert [_incident_of(r) for r in near_west.received] == [
+        west.incident_id,
+        west.incident_id,
+        later.incident_id,
+    ]
+    # oversight counts shots, not incidents, by the links kept both ways
+    assert east_detail["same_shot_as"] == [west.incident_id]
+    assert west_detail["same_shot_as"] == [east.incident_id]
+    assert "shotline_dispatch_same_shot_incidents_total 2.0" in metrics  # west v1 and v2
+
+
+def _incident_of(request) -> str:  # type: ignore[no-untyped-def]
+    return json.loads(request.body)["data"]["incident_id"]

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from services.dispatch.routing import delivery_event, route, validate_geofence
+from services.dispatch.routing import delivery_event, route, same_shot, validate_geofence
 from services.dispatch.signing import webhook_id
-from tests.unit.dispatch.factories import LAT, LON, SQUARE, make_incident, make_subscription
+from tests.unit.dispatch.factories import (
+    LAT,
+    LON,
+    SHOT,
+    SQUARE,
+    make_incident,
+    make_subscription,
+)
 
 NOW = datetime(2026, 11, 25, 1, 2, 5, tzinfo=UTC)
 
@@ -267,3 +274,63 @@ def test_subscription_refuses_an_invalid_geofence_at_construction() -> None:
 def test_subscription_validation(changes: dict[str, Any], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         make_subscription(**changes)
+
+
+#: 0.001 degree of latitude is 111 m; the factory's incident has rounds SHOT .. SHOT+0.8 s
+#: and a 95 % radius of 18.5 m.
+M_PER_DEG_LAT = 111_195.0
+
+
+def _other_zone(**changes: Any):  # type: ignore[no-untyped-def]
+    return make_incident(incident_id="pgh-west:0b1c2d3e4f", zone="pgh-west", **changes)
+
+
+@pytest.mark.parametrize(
+    ("other", "same"),
+    [
+        # both zones located the same burst 10 m apart: one shot
+        (_other_zone(lat=LAT + 10 / M_PER_DEG_LAT), True),
+        # the same place and time, but the same zone: the locator merges its own rounds, and
+        # two incidents of one zone are two shots (e.g. two shooters it told apart)
+        (make_incident(incident_id="pgh-east:other"), False),
+        # 90 m apart (within the 100 m floor): one shot
+        (_other_zone(lat=LAT + 90 / M_PER_DEG_LAT), True),
+        # 150 m apart with radii of 18.5 m each: two shots
+        (_other_zone(lat=LAT + 150 / M_PER_DEG_LAT), False),
+        # 150 m apart, but at the edge of its array the other zone's radius is 140 m:
+        # 18.5 + 140 >= 150, the estimates are consistent with one source
+        (_other_zone(lat=LAT + 150 / M_PER_DEG_LAT, radius95_m=140.0), True),
+        # the other zone heard only the last round (0.8 s in): still overlapping
+        (_other_zone(shot_time=SHOT + timedelta(seconds=0.8)), True),
+        # it started 1.5 s after our last round: beyond the 1 s slack, a later shot
+        (
+            _other_zone(
+                shot_time=SHOT + timedelta(seconds=2.3),
+                last_shot_time=SHOT + timedelta(seconds=2.5),
+            ),
+            False,
+        ),
+        # its rounds ended 0.9 s before ours began: within the slack (a round one zone missed)
+        (
+            _other_zone(
+                shot_time=SHOT - timedelta(seconds=1.5),
+                last_shot_time=SHOT - timedelta(seconds=0.9),
+            ),
+            True,
+        ),
+        # a minute later at the same place: a new shot, alerted again
+        (
+            _other_zone(
+                shot_time=SHOT + timedelta(seconds=60),
+                last_shot_time=SHOT + timedelta(seconds=61),
+            ),
+            False,
+        ),
+    ],
+)
+def test_same_shot_links_only_another_zones_incident_close_in_time_and_place(
+    other: Any, same: bool
+) -> None:
+    ours = make_incident()
+    assert same_shot(ours, other, window_s=1.0, distance_m=100.0) is same
+    assert same_shot(other, ours, window_s=1.0, distance_m=100.0) is same  # symmetric
