@@ -216,7 +216,9 @@ class DeliveryWorkers:
         expire_due = 0.0
         while not self._stopping:
             if time.monotonic() >= expire_due:
-                expire_due = time.monotonic() + self.settings.poll_interval_s
+                # It scans the pending rows: every few seconds is precise enough for an age
+                # limit of hours (a tenth of it, for short limits).
+                expire_due = time.monotonic() + min(5.0, self.policy.max_age.total_seconds() / 10)
                 await self._expire_overdue()
             free = self.settings.max_in_flight - len(self._inflight)
             claimed: list[store.ClaimedDelivery] = []

@@ -254,6 +254,11 @@ SameShot = Callable[[IncidentRecord, IncidentRecord], bool]
 #: How far back a stored incident's first round may lie and still share a shot with a new
 #: one (bursts are updated while rounds come less than a minute apart; this is generous).
 _SAME_SHOT_LOOKBACK_S = 600.0
+#: Candidates are read only this far after the new incident's last round (s; the window
+#: setting is far smaller) and within this many degrees of it (5.5 km of latitude, 4 km of
+#: longitude at 45 degrees: more than any two 95 % radii worth an alert): ``same_shot`` decides.
+_SAME_SHOT_PREFILTER_S = 60.0
+_SAME_SHOT_PREFILTER_DEG = 0.05
 
 
 @dataclass(frozen=True)
@@ -390,12 +395,18 @@ async def _link_same_shot(
         """SELECT record::text AS record FROM dispatch_incidents
            WHERE zone <> $1 AND incident_id <> $2
              AND shot_time >= $3::timestamptz - make_interval(secs => $5)
-             AND shot_time <= $4::timestamptz + make_interval(secs => $5)""",
+             AND shot_time <= $4::timestamptz + make_interval(secs => $6)
+             AND lat BETWEEN $7::float8 - $9 AND $7::float8 + $9
+             AND lon BETWEEN $8::float8 - $9 AND $8::float8 + $9""",
         record.zone,
         record.incident_id,
         record.shot_time,
         record.last_shot_time,
         _SAME_SHOT_LOOKBACK_S,
+        _SAME_SHOT_PREFILTER_S,
+        record.location.lat,
+        record.location.lon,
+        _SAME_SHOT_PREFILTER_DEG,
     )
     siblings = sorted(
         other.incident_id
