@@ -283,7 +283,8 @@ async def store_incident(
     (``same_shot_as``), and subscriptions alerted to any of them are left out of this
     incident's plan (unless already alerted to this incident itself: they then hear its
     updates), so no subscriber gets two alerts for one shot heard across a zone boundary.
-    Stores of first-seen shots are serialised across instances (a transaction-scoped
+    A sibling whose current version is a cancel does not count (its subscribers were told
+    there was nothing). Stores are then serialised across instances (a transaction-scoped
     advisory lock) so that two instances cannot both miss each other's incident.
     """
     doc = _json(record.model_dump(mode="json"))
@@ -393,7 +394,7 @@ async def _link_same_shot(
     the upsert), linked both ways in ``same_shot_as``; sorted ids."""
     rows = await conn.fetch(
         """SELECT record::text AS record FROM dispatch_incidents
-           WHERE zone <> $1 AND incident_id <> $2
+           WHERE zone <> $1 AND incident_id <> $2 AND event <> 'cancelled'
              AND shot_time >= $3::timestamptz - make_interval(secs => $5)
              AND shot_time <= $4::timestamptz + make_interval(secs => $6)
              AND lat BETWEEN $7::float8 - $9 AND $7::float8 + $9

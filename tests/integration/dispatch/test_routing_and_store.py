@@ -208,3 +208,28 @@ async def test_a_shot_heard_across_a_zone_boundary_alerts_each_subscriber_once(
 
 def _incident_of(request) -> str:  # type: ignore[no-untyped-def]
     return json.loads(request.body)["data"]["incident_id"]
+
+
+async def test_a_cancelled_incident_does_not_hide_another_zones_report_of_the_shot(
+    make_settings, services, receivers, publish
+):
+    service = await services(make_settings())
+    both = await receivers()
+    east = incident(lat=40.44, lon=-79.99).model_copy(update={"zone": "east"})
+    west = incident(lat=40.44, lon=-79.98965).model_copy(update={"zone": "west"})
+    async with admin(service) as client:
+        await _subscribe(client, both.url, square(-79.99, 40.44))
+        await publish(east)
+        await both.wait_for(1)
+        # the east zone takes it back (say, reclassified): its subscriber was told "nothing"
+        await publish(east.model_copy(update={"version": 2, "event": "cancelled"}))
+        await both.wait_for(2)
+        await publish(west)  # ... but the west zone still reports gunfire there
+        await both.wait_for(3)
+        west_detail = (await client.get(f"/v1/incidents/{west.incident_id}")).json()
+    assert [_incident_of(r) for r in both.received] == [
+        east.incident_id,
+        east.incident_id,
+        west.incident_id,
+    ]
+    assert west_detail["same_shot_as"] == []
