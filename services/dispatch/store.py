@@ -284,7 +284,8 @@ async def store_incident(
     incident's plan (unless already alerted to this incident itself: they then hear its
     updates), so no subscriber gets two alerts for one shot heard across a zone boundary.
     A sibling whose current version is a cancel does not count (its subscribers were told
-    there was nothing). Stores are then serialised across instances (a transaction-scoped
+    there was nothing); when this version is the cancel, its subscribers who heard of no
+    standing sibling are sent one (:func:`_hand_over`). Stores are then serialised across instances (a transaction-scoped
     advisory lock) so that two instances cannot both miss each other's incident.
     """
     doc = _json(record.model_dump(mode="json"))
@@ -348,6 +349,7 @@ async def store_incident(
             # older picture (they have, or will get, the newer one).
             return StoreResult("stale", [])
         notified = set(row["notified"])
+        active = subs
         siblings: tuple[str, ...] = ()
         if same_shot is not None:
             siblings = await _link_same_shot(conn, record, same_shot)
@@ -358,29 +360,67 @@ async def store_incident(
                     list(siblings),
                 )
                 elsewhere = {r["subscription_id"] for r in told} - notified
-                subs = [s for s in subs if s.subscription_id not in elsewhere]
+                subs = [s for s in active if s.subscription_id not in elsewhere]
         planned = plan(record, subs, notified)
-        if planned:
-            await conn.execute(
-                f"""WITH rows AS (
-                      INSERT INTO dispatch_deliveries
-                        (subscription_id, incident_id, version, event, channel, endpoint,
-                         webhook_id)
-                      SELECT sub, $1, $2, ev, ch, ep, wid
-                      FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-                           AS t(sub, ch, ep, wid, ev)
-                      ON CONFLICT DO NOTHING
-                      RETURNING 1)
-                    SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM rows)""",
-                record.incident_id,
-                record.version,
-                [p.subscription_id for p in planned],
-                [p.channel for p in planned],
-                [p.endpoint for p in planned],
-                [p.webhook_id for p in planned],
-                [p.event for p in planned],
+        await _insert_outbox(conn, record, planned)
+        if siblings and record.event == "cancelled":
+            told_of_it = notified | {p.subscription_id for p in planned}
+            await _hand_over(
+                conn, siblings, [s for s in active if s.subscription_id in told_of_it], plan
             )
     return StoreResult("stored", planned, siblings)
+
+
+async def _insert_outbox(
+    conn: asyncpg.Connection, record: IncidentRecord, planned: list[PlannedDelivery]
+) -> None:
+    """Write the outbox rows of one incident version (existing ones are kept); NOTIFY."""
+    if not planned:
+        return
+    await conn.execute(
+        f"""WITH rows AS (
+              INSERT INTO dispatch_deliveries
+                (subscription_id, incident_id, version, event, channel, endpoint,
+                 webhook_id)
+              SELECT sub, $1, $2, ev, ch, ep, wid
+              FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                   AS t(sub, ch, ep, wid, ev)
+              ON CONFLICT DO NOTHING
+              RETURNING 1)
+            SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM rows)""",
+        record.incident_id,
+        record.version,
+        [p.subscription_id for p in planned],
+        [p.channel for p in planned],
+        [p.endpoint for p in planned],
+        [p.webhook_id for p in planned],
+        [p.event for p in planned],
+    )
+
+
+async def _hand_over(
+    conn: asyncpg.Connection,
+    siblings: tuple[str, ...],
+    told_of_cancelled: list[SubscriptionRow],
+    plan: Planner,
+) -> None:
+    """An incident was cancelled while other zones' incidents of its shot stand: those of
+    its subscribers that heard of none of them are planned the first one's current version
+    (as news: ``created``), so the cancel does not leave them believing nothing happened."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT subscription_id FROM dispatch_deliveries "
+        "WHERE incident_id = ANY($1::text[])",
+        list(siblings),
+    )
+    heard = {r["subscription_id"] for r in rows}
+    orphans = [s for s in told_of_cancelled if s.subscription_id not in heard]
+    if not orphans:
+        return
+    raw = await conn.fetchval(
+        "SELECT record::text FROM dispatch_incidents WHERE incident_id = $1", siblings[0]
+    )
+    standing = IncidentRecord.model_validate_json(raw)
+    await _insert_outbox(conn, standing, plan(standing, orphans, set()))
 
 
 #: Key of the advisory lock that serialises the same-shot check across instances.

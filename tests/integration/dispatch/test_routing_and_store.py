@@ -233,3 +233,34 @@ async def test_a_cancelled_incident_does_not_hide_another_zones_report_of_the_sh
         west.incident_id,
     ]
     assert west_detail["same_shot_as"] == []
+
+
+async def test_when_the_alerted_incident_is_cancelled_the_other_zones_report_is_sent(
+    make_settings, services, receivers, publish
+):
+    service = await services(make_settings())
+    both = await receivers()
+    east = incident(lat=40.44, lon=-79.99).model_copy(update={"zone": "east"})
+    west = incident(lat=40.44, lon=-79.98965).model_copy(update={"zone": "west"})
+    async with admin(service) as client:
+        await _subscribe(client, both.url, square(-79.99, 40.44))
+        await publish(east)
+        await both.wait_for(1)
+        await publish(west)  # the same shot: not sent, the subscriber has it from east
+        await eventually(
+            lambda: _is_stored(client, west.incident_id), what="west stored (and held back)"
+        )
+        assert len(both.received) == 1
+        # east takes it back, but west still reports gunfire there: the subscriber hears both
+        await publish(east.model_copy(update={"version": 2, "event": "cancelled"}))
+        await both.wait_for(3)
+    got = [(json.loads(r.body)["type"], _incident_of(r)) for r in both.received]
+    assert got[0] == ("incident.created", east.incident_id)
+    assert sorted(got[1:]) == [
+        ("incident.cancelled", east.incident_id),
+        ("incident.created", west.incident_id),
+    ]
+
+
+async def _is_stored(client, incident_id: str) -> bool:  # type: ignore[no-untyped-def]
+    return (await client.get(f"/v1/incidents/{incident_id}")).status_code == 200
