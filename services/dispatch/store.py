@@ -285,8 +285,9 @@ async def store_incident(
     updates), so no subscriber gets two alerts for one shot heard across a zone boundary.
     A sibling whose current version is a cancel does not count (its subscribers were told
     there was nothing); when this version is the cancel, its subscribers who heard of no
-    standing sibling are sent one (:func:`_hand_over`). Stores are then serialised across instances (a transaction-scoped
-    advisory lock) so that two instances cannot both miss each other's incident.
+    standing sibling are sent one (:func:`_hand_over`). Stores are then serialised across
+    instances (a transaction-scoped advisory lock) so that two instances cannot both miss
+    each other's incident.
     """
     doc = _json(record.model_dump(mode="json"))
     # Routing reads the subscriptions as of just before the transaction: a subscription
