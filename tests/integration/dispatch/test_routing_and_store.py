@@ -10,6 +10,7 @@ import jsonschema
 from standardwebhooks import Webhook
 
 from services.dispatch.api import ALERT_SCHEMA_PATH
+from shared.schemas import IncidentRecord
 from tests.integration.dispatch.helpers import admin, eventually, incident, square
 
 
@@ -156,19 +157,29 @@ async def test_an_update_tells_its_subscriber_which_version_it_replaces(
     assert first.headers["webhook-id"] != second.headers["webhook-id"]
 
 
+#: Where the west zone locates the shot the east zone locates at (40.44, -79.99): 30 m east.
+WEST_LON = -79.98965
+
+
+def _one_shot_two_zones() -> tuple[IncidentRecord, IncidentRecord]:
+    """One shot near a zone boundary as the two zones report it: each zone's locator sees
+    only its own sensors, so it becomes one incident per zone, with different ids, located
+    ~30 m apart."""
+    east = incident(lat=40.44, lon=-79.99).model_copy(update={"zone": "east"})
+    west = incident(lat=40.44, lon=WEST_LON).model_copy(update={"zone": "west"})
+    return east, west
+
+
 async def test_a_shot_heard_across_a_zone_boundary_alerts_each_subscriber_once(
     make_settings, services, receivers, publish
 ):
-    # Each zone's locator sees only its own sensors: a shot near the boundary becomes one
-    # incident per zone, with different ids, located ~30 m apart.
     service = await services(make_settings())
     both, near_west = await receivers(), await receivers()
-    east = incident(lat=40.44, lon=-79.99).model_copy(update={"zone": "east"})
-    west = incident(lat=40.44, lon=-79.98965).model_copy(update={"zone": "west"})
+    east, west = _one_shot_two_zones()
     async with admin(service) as client:
         await _subscribe(client, both.url, square(-79.99, 40.44))
         # a ~35 m square around the west estimate only: the east one falls outside it
-        await _subscribe(client, near_west.url, square(-79.98965, 40.44, 0.0002))
+        await _subscribe(client, near_west.url, square(WEST_LON, 40.44, 0.0002))
 
         await publish(east)
         await both.wait_for(1)
@@ -215,8 +226,7 @@ async def test_a_cancelled_incident_does_not_hide_another_zones_report_of_the_sh
 ):
     service = await services(make_settings())
     both = await receivers()
-    east = incident(lat=40.44, lon=-79.99).model_copy(update={"zone": "east"})
-    west = incident(lat=40.44, lon=-79.98965).model_copy(update={"zone": "west"})
+    east, west = _one_shot_two_zones()
     async with admin(service) as client:
         await _subscribe(client, both.url, square(-79.99, 40.44))
         await publish(east)
@@ -240,8 +250,7 @@ async def test_when_the_alerted_incident_is_cancelled_the_other_zones_report_is_
 ):
     service = await services(make_settings())
     both = await receivers()
-    east = incident(lat=40.44, lon=-79.99).model_copy(update={"zone": "east"})
-    west = incident(lat=40.44, lon=-79.98965).model_copy(update={"zone": "west"})
+    east, west = _one_shot_two_zones()
     async with admin(service) as client:
         await _subscribe(client, both.url, square(-79.99, 40.44))
         await publish(east)
