@@ -355,12 +355,7 @@ async def store_incident(
         if same_shot is not None:
             siblings = await _link_same_shot(conn, record, same_shot)
             if siblings:
-                told = await conn.fetch(
-                    "SELECT DISTINCT subscription_id FROM dispatch_deliveries "
-                    "WHERE incident_id = ANY($1::text[])",
-                    list(siblings),
-                )
-                elsewhere = {r["subscription_id"] for r in told} - notified
+                elsewhere = await _told_of(conn, siblings) - notified
                 subs = [s for s in active if s.subscription_id not in elsewhere]
         planned = plan(record, subs, notified)
         await _insert_outbox(conn, record, planned)
@@ -399,6 +394,16 @@ async def _insert_outbox(
     )
 
 
+async def _told_of(conn: asyncpg.Connection, incident_ids: Sequence[str]) -> set[str]:
+    """Subscriptions with an outbox row (any version, any status) for any of the incidents."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT subscription_id FROM dispatch_deliveries "
+        "WHERE incident_id = ANY($1::text[])",
+        list(incident_ids),
+    )
+    return {r["subscription_id"] for r in rows}
+
+
 async def _hand_over(
     conn: asyncpg.Connection,
     siblings: tuple[str, ...],
@@ -408,12 +413,7 @@ async def _hand_over(
     """An incident was cancelled while other zones' incidents of its shot stand: those of
     its subscribers that heard of none of them are planned the first one's current version
     (as news: ``created``), so the cancel does not leave them believing nothing happened."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT subscription_id FROM dispatch_deliveries "
-        "WHERE incident_id = ANY($1::text[])",
-        list(siblings),
-    )
-    heard = {r["subscription_id"] for r in rows}
+    heard = await _told_of(conn, siblings)
     orphans = [s for s in told_of_cancelled if s.subscription_id not in heard]
     if not orphans:
         return
