@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from rich.console import Console
 
 from services.demo import DemoReceiver, array_geofence, register_array, subscribe
@@ -74,6 +75,27 @@ async def _post(
     return statuses
 
 
+def _stages() -> dict[str, float]:
+    """How far detections got, stage by stage (this process's counters, all tests so far):
+    names the stage that lost a shot when an alert does not arrive."""
+    names = {
+        "locator consumed": "shotline_locator_detections_consumed_total",
+        "locator published": "shotline_locator_incidents_published_total",
+        "dispatch consumed": "shotline_dispatch_incidents_consumed_total",
+        "dispatch outbox rows": "shotline_dispatch_outbox_rows_total",
+        "deliveries": "shotline_dispatch_deliveries_total",
+    }
+    totals = {}
+    for label, name in names.items():
+        totals[label] = sum(
+            sample.value
+            for metric in REGISTRY.collect()
+            for sample in metric.samples
+            if sample.name == name
+        )
+    return totals
+
+
 async def _wait_for(predicate: Any, timeout_s: float) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not predicate():
@@ -103,7 +125,9 @@ async def test_a_shot_heard_by_the_array_reaches_the_cad_once_and_signed(
         assert set(await _post(pipeline, tokens, items)) == {"accepted"}
 
         await _wait_for(lambda: len(cad.received) >= 1, timeout_s=30)
-        assert len(cad.received) == 1, "the CAD got exactly one alert (signature verified)"
+        assert len(cad.received) == 1, (
+            f"the CAD got exactly one alert (signature verified); stages: {_stages()}"
+        )
         alert = cad.received[0]
         truth = shot.truth[0]
         error_m = haversine_m(
