@@ -136,8 +136,14 @@ def build_consumer(
     client_id: str,
     session_timeout_ms: int,
     max_poll_records: int = 500,
+    fetch_max_wait_ms: int = 100,
 ) -> AIOKafkaConsumer:
-    """A group consumer with manual commits from the earliest uncommitted offset. Not started."""
+    """A group consumer with manual commits from the earliest uncommitted offset. Not started.
+
+    ``fetch_max_wait_ms`` bounds how long a fetch waits at the broker when nothing is new;
+    a broker that does not answer a waiting fetch as soon as records arrive (the embedded
+    one) delays every record by up to that much.
+    """
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=group_id,
@@ -148,6 +154,7 @@ def build_consumer(
         heartbeat_interval_ms=max(session_timeout_ms // 4, 300),
         rebalance_timeout_ms=max(session_timeout_ms, 5_000),
         max_poll_records=max_poll_records,
+        fetch_max_wait_ms=fetch_max_wait_ms,
         isolation_level="read_uncommitted",
     )
 

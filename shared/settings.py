@@ -66,6 +66,15 @@ class CommonSettings(BaseSettings):
         validation_alias=_env("SHOTLINE_KAFKA_SESSION_TIMEOUT_MS"),
         description="Consumer group session timeout. A group join takes about half of it.",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        validation_alias=_env("SHOTLINE_KAFKA_FETCH_MAX_WAIT_MS"),
+        description="Longest a consumer's fetch waits at the broker when nothing is new. "
+        "Apache Kafka answers as soon as records arrive; the embedded broker may hold the fetch "
+        "to this limit (at aiokafka's 500 ms default, records waited 0.1-0.25 s per hop).",
+    )
     log_level: str = Field(
         default="INFO",
         validation_alias=_env("SHOTLINE_LOG_LEVEL"),

@@ -154,6 +154,7 @@ class IncidentConsumer:
             client_id=f"shotline-dispatch-{settings.instance_id}",
             session_timeout_ms=settings.kafka_session_timeout_ms,
             max_poll_records=settings.max_poll_records,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         )
         self.producer: AIOKafkaProducer = build_producer(
             bootstrap_servers, client_id="shotline-dispatch-dlq"

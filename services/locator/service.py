@@ -368,6 +368,7 @@ class LocatorService:
             client_id="shotline-locator",
             session_timeout_ms=s.kafka_session_timeout_ms,
             max_poll_records=s.max_poll_records,
+            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
         )
         self._consumer.subscribe(
             [s.detections_topic],
