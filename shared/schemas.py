@@ -25,6 +25,7 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -49,6 +50,23 @@ def format_time(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+def _parse_wire_time(value: object) -> object:
+    """Shotline's own wire form (what :func:`format_time` writes, e.g.
+    ``2026-11-25T01:02:03.123456Z``) parsed straight to a datetime in ``datetime.UTC``;
+    anything else is left to pydantic's parser (and its error messages).
+
+    Why: pydantic parses the ``Z`` into a tzinfo of its own, which :func:`_require_utc` then
+    has to convert; that cost a fifth of decoding a detection record, the locator's hottest
+    step after the physics.
+    """
+    if type(value) is str and len(value) == 27 and value[26] == "Z" and value[10] == "T":
+        try:
+            return datetime.fromisoformat(value)  # ends in Z: tzinfo is datetime.UTC
+        except ValueError:
+            return value
+    return value
+
+
 def _require_utc(value: datetime) -> datetime:
     if value.tzinfo is UTC:
         return value  # already normalised (every instant the services compute)
@@ -60,6 +78,7 @@ def _require_utc(value: datetime) -> datetime:
 #: A timezone-aware instant, normalised to UTC, serialised with microseconds kept exactly.
 UtcTime = Annotated[
     datetime,
+    BeforeValidator(_parse_wire_time),
     AfterValidator(_require_utc),
     PlainSerializer(format_time, return_type=str, when_used="json"),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -58,10 +59,41 @@ def test_record_round_trips_through_json_exactly() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "instant"),
+    [
+        # the form Shotline writes (parsed on a fast path of its own)
+        ("2026-11-25T01:02:03.123456Z", datetime(2026, 11, 25, 1, 2, 3, 123456, tzinfo=UTC)),
+        # other RFC 3339 forms go through pydantic's parser, then to UTC
+        ("2026-11-25T01:02:03Z", datetime(2026, 11, 25, 1, 2, 3, tzinfo=UTC)),
+        ("2026-11-25T01:02:03.123456+00:00", datetime(2026, 11, 25, 1, 2, 3, 123456, tzinfo=UTC)),
+        ("2026-11-25T03:02:03.123456+02:00", datetime(2026, 11, 25, 1, 2, 3, 123456, tzinfo=UTC)),
+    ],
+)
+def test_times_read_from_the_wire_are_utc_instants(text: str, instant: datetime) -> None:
+    raw = DetectionRecord.model_validate(record()).model_dump(mode="json")
+    parsed = DetectionRecord.model_validate_json(orjson.dumps({**raw, "arrival_time": text}))
+    assert parsed.arrival_time == instant
+    assert parsed.arrival_time.tzinfo is UTC
+
+
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30)))
+def test_every_written_time_reads_back_as_the_same_instant(naive: datetime) -> None:
+    instant = naive.replace(tzinfo=UTC)
+    raw = DetectionRecord.model_validate(record()).model_dump(mode="json")
+    parsed = DetectionRecord.model_validate_json(
+        orjson.dumps({**raw, "received_at": format_time(instant)})
+    )
+    assert parsed.received_at == instant
+    assert parsed.received_at.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
     "overrides",
     [
         {"schema_version": 2},  # a version this code does not know is refused, not guessed
         {"arrival_time": "2026-11-25T01:02:03"},  # naive time
+        {"arrival_time": "2026-13-25T01:02:03.123456Z"},  # the written form, but no such month
+        {"arrival_time": "2026-11-25T01:02:03.123456"},  # naive, six digits
         {"extra": 1},  # unknown field
     ],
 )
