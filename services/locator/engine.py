@@ -9,8 +9,10 @@ on when detections reached us. Wall clock (``now``, always passed in) only decid
 window may close: undecided pulses are decided earliest first, and the earliest one (the seed)
 is decided once ``now >= t_seed + travel + window_margin_s + ingest_lateness_s``, where
 ``travel = min(farthest known sensor from the seed's sensor, max_range_m) / c`` — the last
-instant at which another pulse of the seed's source can arrive (see ``association``). A
-detection older than the last decided seed is late: it is counted and ignored.
+instant at which another pulse of the seed's source can arrive (see ``association``) — and
+not before ``ingest_lateness_s`` after the seed was received (a seed that reached us late
+still waits for the rest of its shot). A detection older than the last decided seed is late:
+it is counted and ignored.
 
 Bounded: at most ``config.max_pending`` undecided pulses (beyond that the oldest are decided
 at the next poll regardless of deadlines); decided keys are remembered only as long as a
@@ -269,7 +271,14 @@ class ZoneEngine:
     def _deadline(self, p: _Pending) -> datetime:
         travel = self._reach_m(p.det.sensor_id) / self._c(p.det.temperature_c)
         wait = travel + self.config.window_margin_s + self.config.ingest_lateness_s
-        return p.det.arrival_time + timedelta(seconds=wait)
+        physics = p.det.arrival_time + timedelta(seconds=wait)
+        # A seed that reached us late (sensors posting what they heard during an outage, or
+        # a backlog from a relay) already has its physics deadline behind it: it would be
+        # decided on its own, and the rest of its shot's pulses, delayed alike and posted one
+        # by one, would then be dropped as late. It still gives them ingest_lateness_s from
+        # its own receipt. (received_at is in the record: replays decide the same.)
+        received = p.det.received_at + timedelta(seconds=self.config.ingest_lateness_s)
+        return physics if physics >= received else received
 
     def _expiry_deadline(self, last_shot: datetime) -> datetime:
         """Wall-clock instant after which no new round can update an incident."""

@@ -116,6 +116,28 @@ def test_window_closes_at_the_physics_deadline_not_later(
     assert record.published_at == deadline and record.rounds == 1
 
 
+def test_a_shot_whose_pulses_all_reach_us_late_is_still_located_whole(
+    scene: Scene, config: LocatorConfig
+) -> None:
+    # The array was cut off for 9 s (a backhaul outage); then each sensor posts what it heard,
+    # one after another, 30 ms apart. Every physics deadline has long passed when the first
+    # pulse arrives: deciding it alone would call it noise and drop the rest as late.
+    shot = sorted(scene.shot(SOURCE, 1.0), key=lambda d: d.arrival_time)
+    back = T0 + timedelta(seconds=10)
+    engine = ZoneEngine(ZONE, config, placeholder_scorer)
+    records: list[IncidentRecord] = []
+    for i, det in enumerate(shot):
+        received = back + timedelta(milliseconds=30 * i)
+        engine.add(det.model_copy(update={"received_at": received}), i, received)
+        records.extend(engine.poll(received))  # as the service polls, caught up
+    assert records == []  # still waiting: ingest_lateness_s after the first one was received
+    records.extend(engine.poll(back + timedelta(seconds=config.ingest_lateness_s)))
+    (incident,) = latest(records).values()
+    assert incident.sensor_count == len(SENSORS)
+    assert error_m(incident, SOURCE) < 0.1
+    assert engine.late == 0
+
+
 def test_replaying_the_same_detections_yields_identical_ids_versions_and_locations(
     scene: Scene, config: LocatorConfig
 ) -> None:
