@@ -25,7 +25,8 @@ class LocatorConfig:
     association_tolerance_s: float = 0.025
     #: Added to the physics deadline (first arrival + travel to the farthest sensor), s.
     window_margin_s: float = 0.25
-    #: Extra wall-clock wait for detections that reach us late (network, batching), s.
+    #: Extra wall-clock wait for detections that reach us late (network, batching), s; a
+    #: window also waits this long after its first pulse was received (a late shot).
     ingest_lateness_s: float = 1.0
     #: Minimum distinct, mutually consistent sensors for a located round.
     min_sensors: int = 4
