@@ -1,0 +1,124 @@
+"""The ``shotline locator`` process itself, killed with SIGKILL mid-stream and restarted.
+
+The in-process crash test (``test_group.py``) aborts the service's tasks; this one kills the
+real process the way an OOM killer or a lost node does, so nothing in ``main`` (signal
+handling, shutdown hooks, buffered clients) can help it, and checks the successor rebuilds
+and re-publishes exactly. It also stops the successor with SIGTERM and expects a clean exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+
+from aiokafka import AIOKafkaConsumer
+
+from tests.conftest import Topics
+from tests.integration.locator.conftest import (
+    Published,
+    eventually,
+    gunfire,
+    located,
+    past,
+    produce,
+    simulate_zone,
+)
+from tests.integration.locator.test_group import (
+    ZONES,
+    assert_consistent,
+    assert_one_incident_per_shot,
+)
+
+LOCATOR = [sys.executable, "-c", "from services.cli import app; app()", "locator"]
+
+
+async def _start_process(bootstrap: str, topics: Topics, group: str) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SHOTLINE_DETECTIONS_TOPIC": topics.detections,
+        "SHOTLINE_INCIDENTS_TOPIC": topics.incidents,
+        "SHOTLINE_TOPIC_PARTITIONS": str(topics.partitions),
+        "SHOTLINE_KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "SHOTLINE_LOCATOR_GROUP_ID": group,
+        "SHOTLINE_LOCATOR_METRICS_PORT": "-1",
+        "SHOTLINE_LOG_LEVEL": "WARNING",
+    }
+    return await asyncio.create_subprocess_exec(
+        *LOCATOR, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def _wait_for_dead_letters(bootstrap: str, topic: str, count: int) -> None:
+    """Until ``count`` records are on ``<topic>.dlq``: the locator has consumed every record
+    before the poison markers that became them."""
+    reader = AIOKafkaConsumer(
+        topic + ".dlq", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await reader.start()
+    try:
+        seen = 0
+        deadline = asyncio.get_running_loop().time() + 30
+        while seen < count:
+            assert asyncio.get_running_loop().time() < deadline, "the markers never came back"
+            batch = await reader.getmany(timeout_ms=200)
+            seen += sum(len(records) for records in batch.values())
+    finally:
+        await reader.stop()
+
+
+async def test_a_killed_locator_process_loses_nothing_and_its_successor_republishes_exactly(
+    kafka_bootstrap: str, topics: Topics, published: Published
+) -> None:
+    # Per zone (one partition each): a burst and a shot of a minute ago, then a shot fired
+    # now, whose window is still open (seconds of physics wait ahead) when the process dies.
+    zones = [
+        simulate_zone(zone, ["burst", "shot", "shot"], start=past(30), spacing_s=15,
+                      seed=60 + p)
+        for p, zone in enumerate(ZONES)
+    ]
+    fresh = [[d for d in z.detections if d.detection_id.startswith("e2-")] for z in zones]
+    for p, shots in enumerate(zones):
+        old = [d for d in shots.detections if not d.detection_id.startswith("e2-")]
+        await produce(kafka_bootstrap, topics.detections, old, partition=p)
+
+    group = f"locator-process-{uuid.uuid4().hex[:8]}"
+    first_process = await _start_process(kafka_bootstrap, topics, group)
+    successor = None
+    try:
+        await eventually(
+            lambda: len(published.records) >= 3, timeout_s=60, what="the first incidents"
+        )
+        for p, detections in enumerate(fresh):
+            # A poison marker after the fresh shot: once it is dead-lettered, the shot's
+            # detections were consumed (and, by a wrong commit policy, committed).
+            await produce(kafka_bootstrap, topics.detections, [*detections, b"marker"], partition=p)
+        await _wait_for_dead_letters(kafka_bootstrap, topics.detections, len(ZONES))
+        await asyncio.sleep(0.6)  # a few commit intervals (0.2 s)
+        for shots in zones:  # (else this would not test an open window)
+            now_shot = max(gunfire(shots.truth), key=lambda e: e.times[0])
+            assert not located(published, [now_shot], 10.0), "a fresh window closed too soon"
+        first_process.send_signal(signal.SIGKILL)
+        assert await first_process.wait() == -signal.SIGKILL
+        before_restart = len(published.records)
+
+        successor = await _start_process(kafka_bootstrap, topics, group)
+        events = [e for shots in zones for e in gunfire(shots.truth)]
+        await eventually(lambda: located(published, events, 10.0), timeout_s=60, what="all shots")
+
+        assert len(published.records) > before_restart
+        assert_consistent(published)  # each (id, version) published with one content only
+        assert_one_incident_per_shot(published, zones)
+
+        successor.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(successor.communicate(), 30)
+        assert successor.returncode == 0, stderr.decode()[-2000:]
+    finally:
+        for process in (first_process, successor):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
