@@ -13,12 +13,15 @@ import os
 import signal
 import sys
 import uuid
+from dataclasses import replace
 
 from aiokafka import AIOKafkaConsumer
 
+from services.locator.simulate import TruthEvent
 from tests.conftest import Topics
 from tests.integration.locator.conftest import (
     Published,
+    Shots,
     eventually,
     gunfire,
     located,
@@ -71,18 +74,24 @@ async def _wait_for_dead_letters(bootstrap: str, topic: str, count: int) -> None
         await reader.stop()
 
 
-async def test_a_killed_locator_process_loses_nothing_and_its_successor_republishes_exactly(
-    kafka_bootstrap: str, topics: Topics, published: Published
-) -> None:
-    # Per zone (one partition each): a burst and a shot of a minute ago, then a shot fired
-    # now, whose window is still open (seconds of physics wait ahead) when the process dies.
-    zones = [
+def _zones() -> list[Shots]:
+    """Per zone (one partition each): a burst 30 s ago, a shot 15 s ago and a shot now."""
+    return [
         simulate_zone(zone, ["burst", "shot", "shot"], start=past(30), spacing_s=15,
                       seed=60 + p)
         for p, zone in enumerate(ZONES)
     ]
-    fresh = [[d for d in z.detections if d.detection_id.startswith("e2-")] for z in zones]
-    for p, shots in enumerate(zones):
+
+
+def _last(shots: Shots) -> TruthEvent:
+    return max(shots.truth, key=lambda event: event.times[0])
+
+
+async def test_a_killed_locator_process_loses_nothing_and_its_successor_republishes_exactly(
+    kafka_bootstrap: str, topics: Topics, published: Published
+) -> None:
+    then = _zones()
+    for p, shots in enumerate(then):
         old = [d for d in shots.detections if not d.detection_id.startswith("e2-")]
         await produce(kafka_bootstrap, topics.detections, old, partition=p)
 
@@ -93,15 +102,26 @@ async def test_a_killed_locator_process_loses_nothing_and_its_successor_republis
         await eventually(
             lambda: len(published.records) >= 3, timeout_s=60, what="the first incidents"
         )
-        for p, detections in enumerate(fresh):
+        # The same zones and shots drawn again, so that the last shot is fired now (however
+        # long the start took): its window stays open for seconds of physics wait.
+        now = _zones()
+        zones = [
+            replace(
+                t, detections=[d for d in t.detections if not d.detection_id.startswith("e2-")]
+                + [d for d in n.detections if d.detection_id.startswith("e2-")],
+                truth=[e for e in t.truth if e is not _last(t)] + [_last(n)],
+            )
+            for t, n in zip(then, now, strict=True)
+        ]
+        for p, shots in enumerate(now):
             # A poison marker after the fresh shot: once it is dead-lettered, the shot's
             # detections were consumed (and, by a wrong commit policy, committed).
-            await produce(kafka_bootstrap, topics.detections, [*detections, b"marker"], partition=p)
+            fresh = [d for d in shots.detections if d.detection_id.startswith("e2-")]
+            await produce(kafka_bootstrap, topics.detections, [*fresh, b"marker"], partition=p)
         await _wait_for_dead_letters(kafka_bootstrap, topics.detections, len(ZONES))
         await asyncio.sleep(0.6)  # a few commit intervals (0.2 s)
-        for shots in zones:  # (else this would not test an open window)
-            now_shot = max(gunfire(shots.truth), key=lambda e: e.times[0])
-            assert not located(published, [now_shot], 10.0), "a fresh window closed too soon"
+        for shots in now:  # (else this would not test an open window)
+            assert not located(published, [_last(shots)], 10.0), "a window closed too soon"
         first_process.send_signal(signal.SIGKILL)
         assert await first_process.wait() == -signal.SIGKILL
         before_restart = len(published.records)
