@@ -67,6 +67,9 @@ class _Pending:
     pos_i: int
     #: Small integer code of the detection's sensor.
     code: int
+    #: When it was received: ``received_at``, but never later than ``now`` when it was added
+    #: (an ingest clock running ahead must not hold windows back by its error).
+    received: datetime
 
 
 class ZoneEngine:
@@ -174,7 +177,8 @@ class ZoneEngine:
         seen = self._sensor_seen_us.get(sid)
         self._sensor_seen_us[sid] = t_us if seen is None else max(seen, t_us)
         self._code_seen[code] = self._sensor_seen_us[sid]
-        pending = self._pending[key] = _Pending(detection, offset, t_us, pos_i, code)
+        received = detection.received_at if detection.received_at <= now else now
+        pending = self._pending[key] = _Pending(detection, offset, t_us, pos_i, code, received)
         bisect.insort(self._order, (t_us, sid, detection.detection_id, pending))
         heapq.heappush(self._offsets, (offset, key))
 
@@ -276,8 +280,10 @@ class ZoneEngine:
         # a backlog from a relay) already has its physics deadline behind it: it would be
         # decided on its own, and the rest of its shot's pulses, delayed alike and posted one
         # by one, would then be dropped as late. It still gives them ingest_lateness_s from
-        # its own receipt. (received_at is in the record: replays decide the same.)
-        received = p.det.received_at + timedelta(seconds=self.config.ingest_lateness_s)
+        # its own receipt. (received_at is in the record: replays decide the same. The
+        # service adds with now = min(wall clock, latest received_at), so a replay takes
+        # the same instant unless ingest's clock ran ahead of ours.)
+        received = p.received + timedelta(seconds=self.config.ingest_lateness_s)
         return physics if physics >= received else received
 
     def _expiry_deadline(self, last_shot: datetime) -> datetime:

@@ -138,6 +138,22 @@ def test_a_shot_whose_pulses_all_reach_us_late_is_still_located_whole(
     assert engine.late == 0
 
 
+def test_an_ingest_clock_running_ahead_does_not_hold_windows_back(
+    scene: Scene, config: LocatorConfig
+) -> None:
+    # Ingest stamps received_at a minute ahead of the locator's clock (its NTP failed): the
+    # wait for late shots must not turn into a minute's delay of every alert.
+    shot = sorted(scene.shot(SOURCE, 1.0), key=lambda d: d.arrival_time)
+    engine = ZoneEngine(ZONE, config, placeholder_scorer)
+    for i, det in enumerate(shot):
+        ahead = det.received_at + timedelta(seconds=60)
+        engine.add(det.model_copy(update={"received_at": ahead}), i, det.received_at)
+    deadline = engine.next_deadline()
+    assert deadline is not None and deadline < shot[0].arrival_time + timedelta(seconds=10)
+    (record,) = engine.poll(deadline)
+    assert record.sensor_count == len(SENSORS)
+
+
 def test_replaying_the_same_detections_yields_identical_ids_versions_and_locations(
     scene: Scene, config: LocatorConfig
 ) -> None:
