@@ -12,15 +12,13 @@ import asyncio
 import os
 import signal
 import socket
-import sys
 
 import httpx
 import orjson
 
 from shared.schemas import IncidentRecord
 from tests.integration.dispatch.helpers import ADMIN_TOKEN, incident, square
-
-DISPATCH = [sys.executable, "-c", "from services.cli import app; app()", "dispatch"]
+from tests.support.processes import kill_leftovers, start_service, stop_cleanly
 
 
 def _free_port() -> int:
@@ -50,9 +48,7 @@ async def _start_process(make_settings, port: int) -> asyncio.subprocess.Process
         "SHOTLINE_DISPATCH_READ_TIMEOUT_S": "1.0",
         "SHOTLINE_DISPATCH_LEASE_S": "3.0",
     }
-    process = await asyncio.create_subprocess_exec(
-        *DISPATCH, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
+    process = await start_service("dispatch", env)
     async with httpx.AsyncClient(timeout=2) as client:
         deadline = asyncio.get_running_loop().time() + 60
         while True:
@@ -99,11 +95,6 @@ async def test_a_dispatch_process_killed_mid_send_is_followed_by_the_same_alert_
         assert retried[0].body == retried[1].body  # the same alert, not a second one
         assert orjson.loads(retried[1].body)["data"]["incident_id"] == record.incident_id
 
-        successor.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(successor.communicate(), 30)
-        assert successor.returncode == 0, stderr.decode()[-2000:]
+        await stop_cleanly(successor)
     finally:
-        for process in (first, successor):
-            if process is not None and process.returncode is None:
-                process.kill()
-                await process.wait()
+        await kill_leftovers(first, successor)

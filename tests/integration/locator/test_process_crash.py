@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import uuid
 from dataclasses import replace
 
@@ -34,8 +33,7 @@ from tests.integration.locator.test_group import (
     assert_consistent,
     assert_one_incident_per_shot,
 )
-
-LOCATOR = [sys.executable, "-c", "from services.cli import app; app()", "locator"]
+from tests.support.processes import kill_leftovers, start_service, stop_cleanly
 
 
 async def _start_process(bootstrap: str, topics: Topics, group: str) -> asyncio.subprocess.Process:
@@ -50,9 +48,7 @@ async def _start_process(bootstrap: str, topics: Topics, group: str) -> asyncio.
         "SHOTLINE_LOCATOR_METRICS_PORT": "-1",
         "SHOTLINE_LOG_LEVEL": "WARNING",
     }
-    return await asyncio.create_subprocess_exec(
-        *LOCATOR, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
+    return await start_service("locator", env)
 
 
 async def _wait_for_dead_letters(bootstrap: str, topic: str, count: int) -> None:
@@ -134,11 +130,6 @@ async def test_a_killed_locator_process_loses_nothing_and_its_successor_republis
         assert_consistent(published)  # each (id, version) published with one content only
         assert_one_incident_per_shot(published, zones)
 
-        successor.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(successor.communicate(), 30)
-        assert successor.returncode == 0, stderr.decode()[-2000:]
+        await stop_cleanly(successor)
     finally:
-        for process in (first_process, successor):
-            if process is not None and process.returncode is None:
-                process.kill()
-                await process.wait()
+        await kill_leftovers(first_process, successor)
