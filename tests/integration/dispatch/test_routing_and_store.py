@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import jsonschema
@@ -221,9 +224,12 @@ def _incident_of(request) -> str:  # type: ignore[no-untyped-def]
     return json.loads(request.body)["data"]["incident_id"]
 
 
-async def test_a_cancelled_incident_does_not_hide_another_zones_report_of_the_shot(
+@contextlib.asynccontextmanager
+async def _alerted_by_east(  # type: ignore[no-untyped-def]
     make_settings, services, receivers, publish
-):
+) -> AsyncIterator[tuple[Any, Any, IncidentRecord, IncidentRecord]]:
+    """A subscriber covering both zones, already alerted to the east zone's report of the
+    boundary shot: yields (admin client, its receiver, east, west); west is not published."""
     service = await services(make_settings())
     both = await receivers()
     east, west = _one_shot_two_zones()
@@ -231,6 +237,15 @@ async def test_a_cancelled_incident_does_not_hide_another_zones_report_of_the_sh
         await _subscribe(client, both.url, square(-79.99, 40.44))
         await publish(east)
         await both.wait_for(1)
+        yield client, both, east, west
+
+
+async def test_a_cancelled_incident_does_not_hide_another_zones_report_of_the_shot(
+    make_settings, services, receivers, publish
+):
+    async with _alerted_by_east(make_settings, services, receivers, publish) as (
+        client, both, east, west
+    ):
         # the east zone takes it back (say, reclassified): its subscriber was told "nothing"
         await publish(east.model_copy(update={"version": 2, "event": "cancelled"}))
         await both.wait_for(2)
@@ -248,13 +263,9 @@ async def test_a_cancelled_incident_does_not_hide_another_zones_report_of_the_sh
 async def test_when_the_alerted_incident_is_cancelled_the_other_zones_report_is_sent(
     make_settings, services, receivers, publish
 ):
-    service = await services(make_settings())
-    both = await receivers()
-    east, west = _one_shot_two_zones()
-    async with admin(service) as client:
-        await _subscribe(client, both.url, square(-79.99, 40.44))
-        await publish(east)
-        await both.wait_for(1)
+    async with _alerted_by_east(make_settings, services, receivers, publish) as (
+        client, both, east, west
+    ):
         await publish(west)  # the same shot: not sent, the subscriber has it from east
         await eventually(
             lambda: _is_stored(client, west.incident_id), what="west stored (and held back)"
