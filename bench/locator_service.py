@@ -18,7 +18,10 @@ the backlog and measures:
   had (over its central 98 %: a few late detections trail the rest), and ``pacer_lag_p99_ms``
   how late that process handed detections to Kafka (if it is starved of CPU, the stream is
   late, not the service). Latency at saturation is just queue length, so it is reported
-  separately as ``backlog_p99_ms``. Like ``main``,
+  separately as ``backlog_p99_ms``. Where the live time goes: ``ack_p50/p99_ms`` (send → Kafka
+  ack), ``delivery_p50/p99_ms`` (received_at → consumed: the stream's own lateness, which
+  windows wait for while their partition is behind) and ``close_delay_p50/p99_ms`` (window
+  deadline → closed). Like ``main``,
   the bench tunes the garbage collector once the service started
   (``shared.runtime.tune_gc_for_latency``); ``--live-dps`` sets another rate;
 * ``engine_only_dps`` — the same detections through bare ZoneEngines (no Kafka, no JSON): the
@@ -322,9 +325,11 @@ async def live(
     await ensure_topics(
         bootstrap, {settings.detections_topic: PARTITIONS, settings.incidents_topic: PARTITIONS}
     )
-    samples, acks = Samples(), Samples()
+    samples, acks, delivery, close = Samples(), Samples(), Samples(), Samples()
     metrics.PROCESSING_LATENCY = samples  # type: ignore[assignment]
     metrics.PUBLISH_ACK_LATENCY = acks  # type: ignore[assignment]
+    metrics.DELIVERY_DELAY = delivery  # type: ignore[assignment]
+    metrics.WINDOW_CLOSE_DELAY = close  # type: ignore[assignment]
     service = LocatorService(settings, bootstrap_servers=bootstrap, scorer=ScoringModel.load())
     await service.start()
     tune_gc_for_latency()  # as main does once its services started
@@ -354,6 +359,7 @@ async def live(
         await service.stop(15)
         pacer.join(10)
     latencies, ack_latencies = samples.since(measured_from), acks.since(measured_from)
+    delivery_delays, close_delays = delivery.since(measured_from), close.since(measured_from)
     return {
         "live_rate_dps": offered,
         "live_detections": float(total),
@@ -364,6 +370,10 @@ async def live(
         "p99_ms": percentile(latencies, 0.99),
         "ack_p50_ms": percentile(ack_latencies, 0.5),
         "ack_p99_ms": percentile(ack_latencies, 0.99),
+        "delivery_p50_ms": percentile(delivery_delays, 0.5),
+        "delivery_p99_ms": percentile(delivery_delays, 0.99),
+        "close_delay_p50_ms": percentile(close_delays, 0.5),
+        "close_delay_p99_ms": percentile(close_delays, 0.99),
         "live_service_cpu_share": service_share,
         "live_broker_cpu_share": broker_share,
         "pacer_lag_p50_ms": pacer_lag_p50,

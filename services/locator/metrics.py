@@ -30,6 +30,18 @@ PUBLISH_ACK_LATENCY = Histogram(
     "share of the processing latency (high here and low there = look at Kafka)",
     buckets=_LATENCY_BUCKETS,
 )
+DELIVERY_DELAY = Histogram(
+    "shotline_locator_delivery_delay_seconds",
+    "From ingest accepting a detection (received_at) to this locator consuming it: Kafka's "
+    "and the consumer's share before the locator's own work (windows wait for it when behind)",
+    buckets=_LATENCY_BUCKETS,
+)
+WINDOW_CLOSE_DELAY = Histogram(
+    "shotline_locator_window_close_delay_seconds",
+    "From a zone's window deadline to the instant its window was closed: the loop's wait "
+    "(a step in progress) plus the hold for records still on their way",
+    buckets=_LATENCY_BUCKETS,
+)
 END_TO_END_LATENCY = Histogram(
     "shotline_locator_end_to_end_latency_seconds",
     "From first_detection_received_at (ingest) to Kafka's ack of the incident version",

@@ -555,6 +555,8 @@ class LocatorService:
             if isinstance(decoded, str):
                 await self._dead_letter(tp, record, decoded)
             else:
+                delay_s = (now - decoded.received_at).total_seconds()
+                metrics.DELIVERY_DELAY.observe(delay_s if delay_s > 0.0 else 0.0)
                 self._add(tp, part, decoded, record.offset, now, consumed_mono)
             part.next_offset = record.offset + 1
         metrics.DETECTIONS_CONSUMED.inc(len(records))
@@ -650,6 +652,7 @@ class LocatorService:
                     deadline = zone.deadline
                     assert deadline is not None
                     zone.queued = None
+                    metrics.WINDOW_CLOSE_DELAY.observe(max(0.0, now_ts - ts))
                     # Refreshed before this poll (stale zones are refreshed above and after
                     # every poll), so it covers every pulse the closing windows hold.
                     floor = zone.retained if zone.retained is not None else part.next_offset

@@ -74,6 +74,43 @@ async def test_a_burst_is_one_incident_id_with_rising_versions(
     )
 
 
+def _count_and_sum(histogram: object) -> tuple[float, float]:
+    """(observations, their sum) of a prometheus Histogram so far."""
+    samples = {s.name: s.value for s in histogram.collect()[0].samples}  # type: ignore[attr-defined]
+    base = histogram._name  # type: ignore[attr-defined]
+    return samples[f"{base}_count"], samples[f"{base}_sum"]
+
+
+def _observed_since(histogram: object, before: tuple[float, float]) -> tuple[float, float]:
+    """(observations since ``before``, their mean)."""
+    count, total = _count_and_sum(histogram)
+    n = count - before[0]
+    return n, (total - before[1]) / n if n else float("nan")
+
+
+async def test_delivery_and_window_close_delays_say_how_late_detections_and_windows_were(
+    kafka_bootstrap: str, topics: Topics, start_locator, published: Published
+) -> None:
+    # A shot ingest accepted two minutes ago, read only now (a locator that was down): every
+    # detection reached the locator ~120 s after received_at, and its window, due ~7 s after
+    # the shot, closed ~113 s late. An SRE reads both beside the processing latency.
+    shots = simulate_zone("zone-late", ["shot"], start=past(120))
+    (truth,) = shots.truth
+    delivered_before = _count_and_sum(metrics.DELIVERY_DELAY)
+    closed_before = _count_and_sum(metrics.WINDOW_CLOSE_DELAY)
+    await produce(kafka_bootstrap, topics.detections, shots.detections, partition=0)
+
+    await start_locator()
+    await eventually(lambda: located(published, [truth], 10.0), what="the shot's incident")
+
+    delivered, delivery_mean_s = _observed_since(metrics.DELIVERY_DELAY, delivered_before)
+    assert delivered == len(shots.detections)  # one observation per detection consumed
+    assert 110 < delivery_mean_s < 180
+    closed, close_mean_s = _observed_since(metrics.WINDOW_CLOSE_DELAY, closed_before)
+    assert closed >= 1  # at least the shot's window
+    assert 90 < close_mean_s < 180
+
+
 async def test_poison_goes_to_the_dead_letter_topic_with_its_reason_and_processing_goes_on(
     kafka_bootstrap: str, topics: Topics, start_locator, published: Published
 ) -> None:
