@@ -70,6 +70,8 @@ class _Pending:
     #: When it was received: ``received_at``, but never later than ``now`` when it was added
     #: (an ingest clock running ahead must not hold windows back by its error).
     received: datetime
+    #: ``det.temperature_c``, at hand: every close takes the median over its whole pool.
+    temperature_c: float | None
 
 
 class ZoneEngine:
@@ -178,7 +180,9 @@ class ZoneEngine:
         self._sensor_seen_us[sid] = t_us if seen is None else max(seen, t_us)
         self._code_seen[code] = self._sensor_seen_us[sid]
         received = detection.received_at if detection.received_at <= now else now
-        pending = self._pending[key] = _Pending(detection, offset, t_us, pos_i, code, received)
+        pending = self._pending[key] = _Pending(
+            detection, offset, t_us, pos_i, code, received, detection.temperature_c
+        )
         bisect.insort(self._order, (t_us, sid, detection.detection_id, pending))
         heapq.heappush(self._offsets, (offset, key))
 
@@ -303,9 +307,10 @@ class ZoneEngine:
             candidates.append(self._seed_deadline())
             if len(self._order) > self.config.max_pending and self._last_now is not None:
                 candidates.append(self._last_now)
-        candidates.extend(
-            self._expiry_deadline(i.last_shot_time) for i in self._tracker.open_incidents
-        )
+        # (The expiry deadline grows with last_shot_time: the oldest open incident's is first.)
+        oldest = self._tracker.earliest_last_shot()
+        if oldest is not None:
+            candidates.append(self._expiry_deadline(oldest))
         return min(candidates) if candidates else None
 
     # ------------------------------------------------------------------ output
@@ -319,9 +324,11 @@ class ZoneEngine:
                 break
             seed = self._order[0][3]
             out.extend(self._close(seed, now))
-        for inc in self._tracker.open_incidents:
-            if self._expiry_deadline(inc.last_shot_time) <= now:
-                self._tracker.forget(inc.incident_id)
+        oldest = self._tracker.earliest_last_shot()
+        if oldest is not None and self._expiry_deadline(oldest) <= now:
+            for inc in self._tracker.open_incidents:
+                if self._expiry_deadline(inc.last_shot_time) <= now:
+                    self._tracker.forget(inc.incident_id)
         return out
 
     def flush(self) -> list[IncidentRecord]:
@@ -342,10 +349,10 @@ class ZoneEngine:
             if held is not None and held.offset == offset:
                 break
             heapq.heappop(heap)
-        offsets = [inc.min_offset() for inc in self._tracker.open_incidents]
-        if heap:
-            offsets.append(heap[0][0])
-        return min(offsets) if offsets else None
+        incidents_low = self._tracker.min_offset()
+        if not heap:
+            return incidents_low
+        return heap[0][0] if incidents_low is None else min(incidents_low, heap[0][0])
 
     def sensor_health(self) -> dict[str, SensorHealth]:
         return self._health.summary()
@@ -370,7 +377,7 @@ class ZoneEngine:
         horizon = seed.t_us + int((self.config.max_range_m / _C_MIN + 1.0) * 1e6)
         hi = bisect.bisect_right(self._order, (horizon, "\uffff", "\uffff"))
         pool = [entry[3] for entry in self._order[:hi]]  # pool[0] is the seed
-        temps = [p.det.temperature_c for p in pool if p.det.temperature_c is not None]
+        temps = [t for p in pool if (t := p.temperature_c) is not None]
         c = self._c(statistics.median(temps) if temps else None)
         found = self._associate(pool, c) if self._could_be_located(pool, c) else None
         records: list[IncidentRecord] = []

@@ -181,6 +181,17 @@ class IncidentTracker:
     def open_incidents(self) -> list[Incident]:
         return list(self._open.values())
 
+    def earliest_last_shot(self) -> datetime | None:
+        """The oldest ``last_shot_time`` of the open incidents (None if none is open).
+
+        Why not ``open_incidents``: the engine asks after every detection added, and most
+        zones have no open incident; this copies nothing."""
+        return min((inc.last_shot_time for inc in self._open.values()), default=None)
+
+    def min_offset(self) -> int | None:
+        """The smallest detection offset any open incident depends on (None if none)."""
+        return min((inc.min_offset() for inc in self._open.values()), default=None)
+
     def add_round(self, rnd: LocatedRound) -> tuple[Incident, IncidentEvent]:
         """Attach the round to the nearest matching open incident, or open a new one."""
         window = self._window

@@ -91,6 +91,15 @@ def _spread(values: Sequence[float]) -> float:
     return 1.4826 * statistics.median(abs(v - med) for v in values)
 
 
+def _pstdev(values: Sequence[float], mean: float) -> float:
+    """Population standard deviation about ``mean`` in floats.
+
+    Why not ``statistics.pstdev``: it is exact in fractions, ~450 µs for the 50-100 round
+    intervals of a fireworks show on every update; a coefficient of variation needs no more
+    than float precision (they agree to ~1e-15)."""
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+
+
 def extract_features(evidence: ShotEvidence) -> IncidentFeatures:
     """The raw features of one located round. Pure; never raises on missing pulse features."""
     pulses = evidence.pulses
@@ -104,7 +113,7 @@ def extract_features(evidence: ShotEvidence) -> IncidentFeatures:
         if p.peak_db is not None
     ]
     iv = [i for i in evidence.round_intervals_s if i >= 0]
-    mean_iv = sum(iv) / len(iv) if iv else 0.0
+    mean_iv = math.fsum(iv) / len(iv) if iv else 0.0
     return IncidentFeatures(
         rise_time_ms=med([p.rise_time_ms for p in pulses if p.rise_time_ms is not None]),
         duration_ms=med([p.duration_ms for p in pulses if p.duration_ms is not None]),
@@ -117,7 +126,7 @@ def extract_features(evidence: ShotEvidence) -> IncidentFeatures:
         sensor_count=evidence.sensor_count,
         rounds=len(evidence.round_intervals_s) + 1,
         interval_median_s=med(iv),
-        interval_cv=(statistics.pstdev(iv) / mean_iv) if len(iv) >= 2 and mean_iv > 0 else None,
+        interval_cv=(_pstdev(iv, mean_iv) / mean_iv) if len(iv) >= 2 and mean_iv > 0 else None,
     )
 
 

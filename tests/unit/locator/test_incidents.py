@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -70,6 +71,21 @@ def test_expired_incidents_are_forgotten_and_cannot_be_updated() -> None:
     assert tracker.expire(T + timedelta(seconds=59)) == []
     assert len(tracker.expire(T + timedelta(seconds=61))) == 1
     assert tracker.open_incidents == []
+
+
+def test_the_oldest_shot_and_lowest_offset_of_the_open_incidents() -> None:
+    # What the engine asks after every detection (when may poll forget an incident; which
+    # offsets must a commit keep): answered over the open incidents only, None when none.
+    tracker = IncidentTracker("z1", CFG)
+    assert (tracker.earliest_last_shot(), tracker.min_offset()) == (None, None)
+    tracker.add_round(replace(rnd(0.0), offsets=(40, 41)))  # incident A
+    b = rnd(10.0, north_m=500.0, keys=("s3/c", "s4/d"))  # (its own keys: its own incident id)
+    tracker.add_round(replace(b, offsets=(12, 30)))  # incident B, elsewhere
+    assert (tracker.earliest_last_shot(), tracker.min_offset()) == (T, 12)
+    tracker.add_round(replace(rnd(20.0, keys=("s1/e",)), offsets=(50,)))  # A's 2nd round at 20 s
+    assert (tracker.earliest_last_shot(), tracker.min_offset()) == (T + timedelta(seconds=10), 12)
+    tracker.expire(T + timedelta(seconds=75))  # B (last shot 10 s) is gone, A stays
+    assert (tracker.earliest_last_shot(), tracker.min_offset()) == (T + timedelta(seconds=20), 40)
 
 
 def test_record_carries_every_round_and_combines_their_locations() -> None:

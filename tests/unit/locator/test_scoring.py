@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.locator.evidence import PulseEvidence, ShotEvidence
 from services.locator.scoring import (
@@ -165,6 +168,16 @@ def test_extract_features_spreading_correction_and_cadence() -> None:
                                   duration_ms=None, centroid_hz=None))
     assert (empty.source_level_db, empty.source_level_spread_db, empty.rise_time_ms) == (
         None, None, None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.05, 5.0), min_size=2, max_size=120))
+def test_cadence_spread_is_the_population_coefficient_of_variation(intervals) -> None:
+    # Computed in floats (statistics.pstdev is exact in fractions, ~0.5 ms for a fireworks
+    # show's intervals on every update); it must still be the same number to ~1e-15.
+    cv = extract_features(shot(intervals=tuple(intervals))).interval_cv
+    assert cv == pytest.approx(statistics.pstdev(intervals) / statistics.fmean(intervals),
+                               rel=1e-12, abs=1e-15)
 
 
 def test_packaged_model_says_it_was_fit_on_simulated_data() -> None:
