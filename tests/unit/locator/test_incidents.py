@@ -88,6 +88,22 @@ def test_the_oldest_shot_and_lowest_offset_of_the_open_incidents() -> None:
     assert (tracker.earliest_last_shot(), tracker.min_offset()) == (T + timedelta(seconds=20), 40)
 
 
+def test_round_intervals_follow_shot_time_even_when_rounds_are_decided_out_of_order() -> None:
+    # A round heard first by a far sensor can be decided after a later one: the cadence the
+    # scorer sees is still the shots' own, asked again after each update.
+    tracker = IncidentTracker("z1", CFG)
+    inc, _ = tracker.add_round(rnd(0.0, keys=("s1/a",)))
+    assert inc.round_intervals_s() == ()
+    for seconds, expected in [
+        (0.5, (0.5,)),
+        (0.25, (0.25, 0.25)),  # decided after the 0.5 s round, fired before it
+        (1.75, (0.25, 0.25, 1.25)),
+    ]:
+        inc, event = tracker.add_round(rnd(seconds, keys=(f"s1/{seconds}",)))
+        assert event == "updated"
+        assert inc.round_intervals_s() == pytest.approx(expected, abs=1e-9)
+
+
 def test_record_carries_every_round_and_combines_their_locations() -> None:
     tracker = IncidentTracker("z1", CFG)
     tracker.add_round(rnd(0.0))
