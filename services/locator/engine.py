@@ -47,6 +47,7 @@ _US = timedelta(microseconds=1)
 _POSITIONS_SLACK = 256
 #: Slowest speed of sound we plan for (about -50 °C): bounds the candidate time slice.
 _C_MIN = 299.0
+_NAN = float("nan")
 
 
 def _us(t: datetime) -> int:
@@ -72,6 +73,10 @@ class _Pending:
     received: datetime
     #: ``det.temperature_c``, at hand: every close takes the median over its whole pool.
     temperature_c: float | None
+    #: ``det.sensor_id`` and ``det.features.snr_db`` (NaN if not reported), at hand: the
+    #: echo test reads them for every pulse of the pool.
+    sensor_id: str
+    snr_db: float
 
 
 class ZoneEngine:
@@ -181,7 +186,8 @@ class ZoneEngine:
         self._code_seen[code] = self._sensor_seen_us[sid]
         received = detection.received_at if detection.received_at <= now else now
         pending = self._pending[key] = _Pending(
-            detection, offset, t_us, pos_i, code, received, detection.temperature_c
+            detection, offset, t_us, pos_i, code, received, detection.temperature_c, sid,
+            _NAN if (snr := detection.features.snr_db) is None else snr,
         )
         bisect.insort(self._order, (t_us, sid, detection.detection_id, pending))
         heapq.heappush(self._offsets, (offset, key))
@@ -367,8 +373,7 @@ class ZoneEngine:
         i = bisect.bisect_left(self._order, (p.t_us, *key))
         del self._order[i]
         self._decided[key] = p.t_us
-        snr = p.det.features.snr_db
-        self._recent.append((p.t_us, p.det.sensor_id, float("nan") if snr is None else snr))
+        self._recent.append((p.t_us, p.sensor_id, p.snr_db))
 
     def _close(self, seed: _Pending, now: datetime) -> list[IncidentRecord]:
         """Decide the seed (the earliest pending pulse): locate its source or drop it."""
@@ -452,10 +457,10 @@ class ZoneEngine:
         Why: nearly every fit is of members with nothing before them at their sensors, and
         the full test builds a dozen arrays.
         """
-        at = {p.det.sensor_id: p.t_us for p in members}
+        at = {p.sensor_id: p.t_us for p in members}
         reach_us = horizon_s * 1e6 + 1
         for t_us, sensor_id in itertools.chain(
-            ((p.t_us, p.det.sensor_id) for p in pool), ((t, sid) for t, sid, _ in self._recent)
+            ((p.t_us, p.sensor_id) for p in pool), ((t, sid) for t, sid, _ in self._recent)
         ):
             member_us = at.get(sensor_id)
             if member_us is not None and 0 < member_us - t_us <= reach_us:
@@ -476,19 +481,15 @@ class ZoneEngine:
         if not self._may_trail_a_sound(members, pool, horizon_s):
             return False
 
-        def snr(p: _Pending) -> float:
-            v = p.det.features.snr_db
-            return float("nan") if v is None else v
-
         # Only earlier sounds at the members' own sensors can shadow a member (or mark a
         # repeat): the others would only widen every matrix echo_shadowed builds.
-        at_members = {p.det.sensor_id for p in members}
-        prior = [(p.t_us, p.det.sensor_id, snr(p)) for p in pool if p.det.sensor_id in at_members]
+        at_members = {p.sensor_id for p in members}
+        prior = [(p.t_us, p.sensor_id, p.snr_db) for p in pool if p.sensor_id in at_members]
         prior += [r for r in self._recent if r[1] in at_members]
         shadowed = echo_shadowed(
             np.array([(p.t_us - seed_us) / 1e6 for p in members]),
-            np.array([p.det.sensor_id for p in members]),
-            np.array([snr(p) for p in members]),
+            np.array([p.sensor_id for p in members]),
+            np.array([p.snr_db for p in members]),
             np.array([(t - seed_us) / 1e6 for t, _, _ in prior]),
             np.array([s for _, s, _ in prior]),
             np.array([v for _, _, v in prior]),
