@@ -86,6 +86,10 @@ def test_the_oldest_shot_and_lowest_offset_of_the_open_incidents() -> None:
     assert (tracker.earliest_last_shot(), tracker.min_offset()) == (T + timedelta(seconds=10), 12)
     tracker.expire(T + timedelta(seconds=75))  # B (last shot 10 s) is gone, A stays
     assert (tracker.earliest_last_shot(), tracker.min_offset()) == (T + timedelta(seconds=20), 40)
+    assert tracker.expire(T + timedelta(seconds=79)) == []  # A expires only after 80 s
+    (a,) = tracker.open_incidents
+    tracker.forget(a.incident_id)
+    assert (tracker.earliest_last_shot(), tracker.min_offset()) == (None, None)
 
 
 def test_round_intervals_follow_shot_time_even_when_rounds_are_decided_out_of_order() -> None:
