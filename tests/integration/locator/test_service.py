@@ -66,12 +66,14 @@ async def test_a_burst_is_one_incident_id_with_rising_versions(
 
     ids = {i.incident_id for i in published.incidents}
     assert len(ids) == 1
+    # Rising, ending with every round. (A backlog decides several rounds per poll, and a
+    # poll publishes only the latest version of each incident it changed.)
     versions = [i.version for i in published.incidents]
-    assert versions == list(range(1, len(truth.times) + 1))
+    assert versions == sorted(set(versions)) and versions[-1] == len(truth.times)
     assert [i.rounds for i in published.incidents] == versions
-    assert [i.event for i in published.incidents] == ["created"] + ["updated"] * (
-        len(versions) - 1
-    )
+    assert [i.event for i in published.incidents] == [
+        "created" if v == 1 else "updated" for v in versions
+    ]
 
 
 def _count_and_sum(histogram: object) -> tuple[float, float]:

@@ -9,7 +9,7 @@ import pytest
 
 from services.locator.association import gate
 from services.locator.config import LocatorConfig
-from services.locator.engine import ZoneEngine
+from services.locator.engine import ZoneEngine, latest_versions
 from services.locator.simulate import build_array, scenario
 from shared.schemas import DetectionRecord, IncidentRecord
 from tests.unit.locator.conftest import (
@@ -61,9 +61,57 @@ def test_burst_from_one_place_is_one_incident_with_a_round_count(
     assert len(final) == 1
     (incident,) = final.values()
     assert incident.rounds == 4 and incident.version == 4
-    assert [r.event for r in records] == ["created", "updated", "updated", "updated"]
+    # Overlapping windows close in the same poll: only the latest of those versions is
+    # published (see test_a_poll_publishes_only_the_latest_version_of_each_incident).
+    assert [r.event for r in records] == ["created"] + ["updated"] * (len(records) - 1)
     assert error_m(incident, SOURCE) < 0.1
-    assert [r.rounds for r in records] == [1, 2, 3, 4]
+    assert [r.rounds for r in records] == [r.version for r in records]
+    assert sorted({r.version for r in records}) == [r.version for r in records]
+
+
+def test_a_poll_publishes_only_the_latest_version_of_each_incident(
+    scene: Scene, config: LocatorConfig
+) -> None:
+    for at in (1.0, 1.4, 1.55, 2.3):  # a burst of four rounds ...
+        scene.shot(SOURCE, at)
+    scene.shot(ELSEWHERE, 1.02)  # ... and another shooter, all read before one poll (a backlog)
+    detections = scene.sorted()
+    _, polled_often = replay(detections, config)
+    engine = ZoneEngine(ZONE, config, placeholder_scorer)
+    for i, det in enumerate(detections):
+        engine.add(det, i, detections[-1].arrival_time)
+    at_once = engine.poll(detections[-1].arrival_time + timedelta(seconds=5))
+    assert sorted((r.version, r.rounds) for r in at_once) == [(1, 1), (4, 4)]
+    # Each is the very version the run polled after every detection published: a version's
+    # content is fixed by its (incident_id, version), whichever poll decided it.
+    published = {(r.incident_id, r.version): r for r in polled_often}
+    for record in at_once:
+        again = published[record.incident_id, record.version]
+        assert record.model_dump(exclude={"published_at"}) == again.model_dump(
+            exclude={"published_at"}
+        )
+
+
+def test_latest_versions_keeps_each_incidents_last_version_in_place(
+    scene: Scene, config: LocatorConfig
+) -> None:
+    _, (base,) = replay(scene.shot(SOURCE, 1.0), config)
+
+    def rec(incident: str, version: int) -> IncidentRecord:
+        return base.model_copy(update={"incident_id": incident, "version": version})
+
+    cases = [
+        # (incident, version) in          -> out
+        ([], []),
+        ([("a", 1)], [("a", 1)]),
+        ([("a", 1), ("b", 1)], [("a", 1), ("b", 1)]),  # distinct incidents: all kept, in order
+        ([("a", 1), ("a", 2), ("a", 3)], [("a", 3)]),  # a burst decided in one poll
+        ([("a", 1), ("b", 1), ("a", 2)], [("b", 1), ("a", 2)]),  # a's last stays where it was
+        ([("a", 4), ("b", 2), ("b", 3), ("a", 5)], [("b", 3), ("a", 5)]),
+    ]
+    for given, expected in cases:
+        out = latest_versions([rec(i, v) for i, v in given])
+        assert [(r.incident_id, r.version) for r in out] == expected, given
 
 
 def test_two_shooters_at_once_in_different_places_are_two_incidents(
