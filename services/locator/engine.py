@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -37,9 +38,9 @@ from services.locator.association import Association, associate, echo_shadowed
 from services.locator.config import LocatorConfig
 from services.locator.evidence import PulseEvidence, Score, ShotEvidence
 from services.locator.health import HealthTracker, SensorHealth
-from services.locator.incidents import IncidentTracker, LocatedRound, to_record
+from services.locator.incidents import Incident, IncidentTracker, LocatedRound, to_record
 from shared.geo import LocalFrame, geodetic_to_ecef, speed_of_sound
-from shared.schemas import DetectionRecord, IncidentRecord, detection_key
+from shared.schemas import DetectionRecord, IncidentEvent, IncidentRecord, detection_key
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -59,9 +60,18 @@ def _dt(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-def latest_versions(records: list[IncidentRecord]) -> list[IncidentRecord]:
+class _OfAnIncident(Protocol):
+    @property
+    def incident_id(self) -> str: ...
+
+
+_Version = TypeVar("_Version", bound=_OfAnIncident)
+
+
+def latest_versions(records: list[_Version]) -> list[_Version]:
     """Only the last version of each incident in ``records`` (which holds them in rising
-    version order), at the place of that last version.
+    version order), at the place of that last version. (The engine applies it to the rounds
+    a poll decided, before building any record: a superseded version is never built.)
 
     Why: one poll can decide many rounds of one incident (a fireworks show, a backlog after a
     restart: 11 versions of one incident in one poll were seen, and 39 % of a replay's
@@ -79,6 +89,22 @@ def latest_versions(records: list[IncidentRecord]) -> list[IncidentRecord]:
     if len(last) == len(records):
         return records
     return [record for i, record in enumerate(records) if last[record.incident_id] == i]
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """A round just added to an incident, whose record is built (and scored) only if no later
+    round of the same poll supersedes it: then the incident's state is still this version's."""
+
+    incident: Incident
+    event: IncidentEvent
+    evidence: tuple[PulseEvidence, ...]
+    residual_rms_s: float
+    now: datetime
+
+    @property
+    def incident_id(self) -> str:
+        return self.incident.incident_id
 
 
 @dataclass(frozen=True)
@@ -347,7 +373,7 @@ class ZoneEngine:
         publish: the latest version of each incident the decided windows changed (see
         :func:`latest_versions`), in the order they were decided."""
         self._touch(now)
-        out: list[IncidentRecord] = []
+        out: list[_Decided] = []
         while self._order:
             overfull = len(self._order) > self.config.max_pending
             if not overfull and self._seed_deadline() > now:
@@ -359,17 +385,17 @@ class ZoneEngine:
             for inc in self._tracker.open_incidents:
                 if self._expiry_deadline(inc.last_shot_time) <= now:
                     self._tracker.forget(inc.incident_id)
-        return latest_versions(out)
+        return [self._record(decided) for decided in latest_versions(out)]
 
     def flush(self) -> list[IncidentRecord]:
         """Decide every pending window now, regardless of deadlines (end of a replay);
         returns the latest version of each incident changed, like :meth:`poll`."""
-        out: list[IncidentRecord] = []
+        out: list[_Decided] = []
         while self._order:
             seed = self._order[0][3]
             now = self._last_now or self._deadline(seed)
             out.extend(self._close(seed, now))
-        return latest_versions(out)
+        return [self._record(decided) for decided in latest_versions(out)]
 
     def min_retained_offset(self) -> int | None:
         """Smallest offset still needed to rebuild open state (pending + open incidents)."""
@@ -400,7 +426,7 @@ class ZoneEngine:
         self._decided[key] = p.t_us
         self._recent.append((p.t_us, p.sensor_id, p.snr_db))
 
-    def _close(self, seed: _Pending, now: datetime) -> list[IncidentRecord]:
+    def _close(self, seed: _Pending, now: datetime) -> list[_Decided]:
         """Decide the seed (the earliest pending pulse): locate its source or drop it."""
         self._closes += 1
         self._closed_until_us = seed.t_us
@@ -410,7 +436,7 @@ class ZoneEngine:
         temps = [t for p in pool if (t := p.temperature_c) is not None]
         c = self._c(statistics.median(temps) if temps else None)
         found = self._associate(pool, c) if self._could_be_located(pool, c) else None
-        records: list[IncidentRecord] = []
+        records: list[_Decided] = []
         if found is None:
             self.noise += 1
             self._decide(seed.det.key)
@@ -532,7 +558,7 @@ class ZoneEngine:
         seed: _Pending,
         enu: np.ndarray,
         now: datetime,
-    ) -> IncidentRecord:
+    ) -> _Decided:
         fix = assoc.fix
         members = [pool[i] for i in assoc.members]
         lat, lon, alt = frame.to_geodetic(fix.position)
@@ -572,15 +598,21 @@ class ZoneEngine:
         for p in members:
             self._decide(p.det.key)
         inc, event = self._tracker.add_round(rnd)
+        return _Decided(inc, event, evidence, fix.rms_s, now)
+
+    def _record(self, decided: _Decided) -> IncidentRecord:
+        """The wire record of ``decided``'s version, scored (its incident must not have
+        taken a later round since)."""
+        inc = decided.incident
         score = self._scorer(
             ShotEvidence(
-                pulses=evidence,
-                sensor_count=len(evidence),
-                residual_rms_s=fix.rms_s,
+                pulses=decided.evidence,
+                sensor_count=len(decided.evidence),
+                residual_rms_s=decided.residual_rms_s,
                 round_intervals_s=inc.round_intervals_s(),
             )
         )
-        return to_record(inc, event, score, now, self.config)
+        return to_record(inc, decided.event, score, decided.now, self.config)
 
     def _expire_by_event_time(self, seed_us: int, c: float) -> None:
         # Any later round is fired after (later seed - max range / c): incidents whose update
