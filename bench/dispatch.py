@@ -151,6 +151,7 @@ async def bench(
             retry_schedule_s=(0.5, 1.0, 2.0),
             breaker_failures=5,
             breaker_reset_s=2.0,
+            allowed_target_networks=["127.0.0.0/8"],  # the bench's receivers
         )
         service = DispatchService(
             settings, bootstrap_servers=kafka.bootstrap_servers, database_url=dsn

@@ -17,7 +17,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from services.pipeline import PipelineSettings
 
 log = logging.getLogger("shotline.run")
 
@@ -160,6 +163,8 @@ def run_pipeline(*, demo: bool = False, demo_every_s: float = 8.0) -> None:
 
     console = Console(stderr=True)
     settings = PipelineSettings.from_env()
+    if demo:
+        settings = _allow_demo_receiver(settings)
     configure_logging(settings.ingest.log_level)
     with infrastructure(settings.ingest) as infra:
 
@@ -189,6 +194,23 @@ def run_pipeline(*, demo: bool = False, demo_every_s: float = 8.0) -> None:
                 await pipeline.stop()
 
         asyncio.run(_main())
+
+
+def _allow_demo_receiver(settings: PipelineSettings) -> PipelineSettings:
+    """The settings with loopback added to dispatch's allowed target networks: the demo's CAD
+    receiver listens on 127.0.0.1, which dispatch otherwise refuses (see
+    ``services.dispatch.targets``)."""
+    import dataclasses
+    import ipaddress
+
+    dispatch = settings.dispatch
+    loopback = ipaddress.ip_network("127.0.0.0/8")
+    if loopback in dispatch.allowed_target_networks:
+        return settings
+    allowed = (*dispatch.allowed_target_networks, loopback)
+    return dataclasses.replace(
+        settings, dispatch=dispatch.model_copy(update={"allowed_target_networks": allowed})
+    )
 
 
 def _print_banner(

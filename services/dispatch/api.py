@@ -30,6 +30,7 @@ from services.dispatch import store
 from services.dispatch.routing import validate_geofence
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.signing import generate_secret
+from services.dispatch.targets import literal_refusal
 from shared.clock import Clock
 from shared.kafka import broker_reachable
 from shared.metrics import metrics_response
@@ -100,6 +101,28 @@ def _check_url(value: str) -> str:
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError("must be an absolute http(s) URL")
     return value
+
+
+def _refused_targets(
+    settings: DispatchSettings, url: str | None, push: PushTarget | None
+) -> list[dict[str, str]]:
+    """422 problems for target URLs whose host is an address dispatch may not send to (an IP
+    literal or localhost; other names are checked at every connect, see ``targets``)."""
+    endpoint = push.webpush.endpoint if push is not None and push.webpush is not None else None
+    problems = []
+    for name, value in (("url", url), ("push.webpush.endpoint", endpoint)):
+        reason = None if value is None else literal_refusal(
+            urlsplit(value).hostname or "", settings.allowed_target_networks
+        )
+        if reason is not None:
+            problems.append(
+                {
+                    "field": name,
+                    "reason": f"{reason}: alerts go only to public addresses and to the "
+                    "networks in SHOTLINE_DISPATCH_ALLOWED_TARGET_NETWORKS",
+                }
+            )
+    return problems
 
 
 def _check_geofence(value: dict[str, Any]) -> dict[str, Any]:
@@ -239,6 +262,9 @@ def _not_found(what: str, ident: object) -> HTTPException:
 @v1.post("/subscriptions", status_code=201, tags=["subscriptions"])
 async def create_subscription(body: SubscriptionIn, state: StateDep) -> dict[str, Any]:
     """Create a subscription. For webhooks the response carries ``secret``: shown only now."""
+    problems = _refused_targets(state.settings, body.url, body.push)
+    if problems:
+        raise HTTPException(422, {"detail": "invalid request", "errors": problems})
     secret = generate_secret() if body.channel == "webhook" else None
     sub = await store.create_subscription(
         state.pool,
@@ -307,6 +333,7 @@ async def update_subscription(
                 "reason": "a push subscription needs a push target, no url, format json",
             }
         )
+    problems += _refused_targets(state.settings, body.url, body.push)
     if problems:
         raise HTTPException(422, {"detail": "invalid request", "errors": problems})
     if not changes:

@@ -26,6 +26,7 @@ from services.dispatch.retry import (
     AttemptOutcome,
     CircuitOpen,
     HttpResponse,
+    Refused,
 )
 
 
@@ -39,7 +40,7 @@ class BreakerState(IntEnum):
 
 def is_failure(outcome: AttemptOutcome) -> bool | None:
     """Does ``outcome`` count against the endpoint? ``None``: not an attempt (circuit open)."""
-    if isinstance(outcome, CircuitOpen):
+    if isinstance(outcome, CircuitOpen | Refused):  # no request was made
         return None
     if isinstance(outcome, HttpResponse):
         return outcome.status >= 500 or outcome.status in (408, 429)

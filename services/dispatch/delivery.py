@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpcore
 import httpx
 import orjson
 
@@ -52,6 +53,7 @@ from services.dispatch.retry import (
 )
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.signing import active_secrets, sign_headers
+from services.dispatch.targets import GuardedNetworkBackend
 from shared.clock import Clock, utc_now
 from shared.schemas import IncidentRecord
 
@@ -68,8 +70,35 @@ def _describe(outcome: AttemptOutcome) -> tuple[int | None, str | None]:
     return None, f"{type(outcome).__name__}: {getattr(outcome, 'detail', '')}"[:500]
 
 
+class _GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport, connecting through a :class:`GuardedNetworkBackend`.
+
+    (httpx takes no network backend, so its connection pool is rebuilt with one; a test in
+    ``tests/integration/dispatch`` fails if a loopback receiver is reached without being
+    allowed.)
+    """
+
+    def __init__(self, backend: GuardedNetworkBackend, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=backend,
+        )
+
+
 def build_http_client(settings: DispatchSettings) -> httpx.AsyncClient:
-    """The one HTTP client of an instance (connection reuse across deliveries)."""
+    """The one HTTP client of an instance (connection reuse across deliveries).
+
+    It connects only to public addresses and ``settings.allowed_target_networks`` (see
+    :mod:`services.dispatch.targets`).
+    """
+    limits = httpx.Limits(
+        max_connections=settings.max_in_flight,
+        max_keepalive_connections=min(settings.max_in_flight, 256),
+    )
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=settings.connect_timeout_s,
@@ -77,9 +106,8 @@ def build_http_client(settings: DispatchSettings) -> httpx.AsyncClient:
             write=settings.write_timeout_s,
             pool=settings.pool_timeout_s,
         ),
-        limits=httpx.Limits(
-            max_connections=settings.max_in_flight,
-            max_keepalive_connections=min(settings.max_in_flight, 256),
+        transport=_GuardedTransport(
+            GuardedNetworkBackend(settings.allowed_target_networks), limits
         ),
         follow_redirects=False,  # a receiver that moved must be re-registered, not guessed
         headers={"user-agent": "shotline-dispatch/1"},

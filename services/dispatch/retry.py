@@ -5,9 +5,10 @@
 * :class:`Delivered` - 2xx;
 * :class:`Retry` ``(at)`` - network error, timeout, 5xx, 408, 429 (plus any status in
   ``policy.retry_statuses``), honouring ``Retry-After`` (delta-seconds or HTTP-date);
-* :class:`GiveUp` ``(reason, exhausted)`` - other 4xx/3xx at once (``exhausted=False``: the
-  receiver refused, the row is *failed*), or the retry budget / age limit ran out
-  (``exhausted=True``: the row goes to the dead-letter state, replayable);
+* :class:`GiveUp` ``(reason, exhausted)`` - other 4xx/3xx, or a target address dispatch may
+  not send to (:class:`Refused`), at once (``exhausted=False``: the row is *failed*), or
+  the retry budget / age limit ran out (``exhausted=True``: the row goes to the dead-letter
+  state, replayable);
 * :class:`Disable` ``(reason)`` - 410 Gone (``policy.disable_statuses``): the subscription
   is switched off.
 
@@ -61,13 +62,22 @@ class Timeout:
 
 
 @dataclass(frozen=True)
+class Refused:
+    """Not attempted: the target's addresses are not ones dispatch may send to (private,
+    loopback, ...; see :mod:`services.dispatch.targets`). Retrying cannot change that; the
+    operator fixes the subscription or the allowed networks, then replays."""
+
+    detail: str
+
+
+@dataclass(frozen=True)
 class CircuitOpen:
     """Not attempted: the endpoint's breaker is open until ``until`` (None: unknown)."""
 
     until: datetime | None = None
 
 
-AttemptOutcome = HttpResponse | NetworkError | Timeout | CircuitOpen
+AttemptOutcome = HttpResponse | NetworkError | Timeout | CircuitOpen | Refused
 
 # --- what to do ------------------------------------------------------------------------------
 
@@ -201,6 +211,9 @@ def decide(
         if at > deadline:
             return GiveUp("circuit open past the delivery's age limit", exhausted=True)
         return Retry(at, "circuit open")
+
+    if isinstance(outcome, Refused):
+        return GiveUp(f"target refused: {outcome.detail}", exhausted=False)
 
     retry_after: float | None = None
     if isinstance(outcome, HttpResponse):

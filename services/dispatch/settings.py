@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from ipaddress import IPv4Network, IPv6Network
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -94,6 +95,13 @@ class DispatchSettings(CommonSettings):
     )
 
     # --- HTTP (webhooks, push services) ---------------------------------------------------
+    allowed_target_networks: tuple[IPv4Network | IPv6Network, ...] = Field(
+        default=(),
+        max_length=1000,
+        description="Private networks that hold real receivers (JSON list of CIDRs, e.g. "
+        '["10.20.0.0/16"]). Alerts go only to public addresses and these: never to loopback, '
+        "link-local (cloud metadata) or other private addresses unless listed here",
+    )
     connect_timeout_s: float = Field(default=2.0, gt=0, description="HTTP connect timeout, s")
     read_timeout_s: float = Field(
         default=5.0, gt=0, description="Longest wait for a receiver's answer, s"

@@ -44,6 +44,7 @@ def _settings(topics: Topics) -> PipelineSettings:
             admin_token="e2e-admin-token-0123456789",
             group_id=f"dis-{topics.incidents}",
             poll_interval_s=0.05,
+            allowed_target_networks=["127.0.0.0/8"],  # the test's CAD receiver
             **common,
         ),
     )

@@ -26,9 +26,11 @@ from services.dispatch.retry import (
     AttemptOutcome,
     HttpResponse,
     NetworkError,
+    Refused,
     RetryPolicy,
     Timeout,
 )
+from services.dispatch.targets import TargetRefused
 from shared.schemas import IncidentRecord, format_time
 
 #: Bytes of a response body kept in :class:`HttpResponse` (error codes, not payloads).
@@ -99,13 +101,16 @@ async def send(client: httpx.AsyncClient, request: HttpRequest) -> AttemptOutcom
     """Send ``request``; map the result to an attempt outcome. Never raises ``httpx`` errors.
 
     Blocks for at most the client's timeouts. Timeouts -> :class:`Timeout`; any other
-    transport failure -> :class:`NetworkError`; an answer -> :class:`HttpResponse` (with the
-    start of its body). Cancellation propagates.
+    transport failure -> :class:`NetworkError`; a host whose every address is refused
+    (:mod:`services.dispatch.targets`) -> :class:`Refused`; an answer -> :class:`HttpResponse`
+    (with the start of its body). Cancellation propagates.
     """
     try:
         response = await client.request(
             request.method, request.url, headers=request.headers, content=request.body
         )
+    except TargetRefused as exc:
+        return Refused(str(exc)[:500])
     except httpx.TimeoutException as exc:
         return Timeout(f"{type(exc).__name__}: {exc}"[:500])
     except httpx.HTTPError as exc:

@@ -83,6 +83,7 @@ def make_settings(
             retry_jitter_ratio=0.0,
             breaker_failures=50,
             breaker_reset_s=0.5,
+            allowed_target_networks=["127.0.0.0/8"],  # the receivers listen on loopback
         )
         # tiny retry schedules: ``max_attempts=n`` means n attempts 50 ms apart
         attempts = overrides.pop("max_attempts", 3)

@@ -47,6 +47,7 @@ async def _start_process(make_settings, port: int) -> asyncio.subprocess.Process
         "SHOTLINE_DISPATCH_WRITE_TIMEOUT_S": "0.5",
         "SHOTLINE_DISPATCH_READ_TIMEOUT_S": "1.0",
         "SHOTLINE_DISPATCH_LEASE_S": "3.0",
+        "SHOTLINE_DISPATCH_ALLOWED_TARGET_NETWORKS": '["127.0.0.0/8"]',  # its receiver
     }
     process = await start_service("dispatch", env)
     async with httpx.AsyncClient(timeout=2) as client:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.dispatch.breaker import BreakerState, CircuitBreaker, is_failure
-from services.dispatch.retry import CircuitOpen, HttpResponse, NetworkError, Timeout
+from services.dispatch.retry import CircuitOpen, HttpResponse, NetworkError, Refused, Timeout
 
 T0 = datetime(2026, 11, 25, 1, 0, 0, tzinfo=UTC)
 C, H, OPEN = BreakerState.CLOSED, BreakerState.HALF_OPEN, BreakerState.OPEN
@@ -143,6 +143,9 @@ def test_acquire_reports_whether_to_call_and_reopens_at() -> None:
         (HttpResponse(410), False),
         # not an attempt
         (CircuitOpen(), None),
+        # no request was made: the address was refused before connecting (says nothing
+        # about the endpoint's health)
+        (Refused("127.0.0.1 is a loopback address"), None),
     ],
 )
 def test_what_counts_as_failure(outcome: object, failure: bool | None) -> None:

@@ -15,6 +15,7 @@ from services.dispatch.retry import (
     GiveUp,
     HttpResponse,
     NetworkError,
+    Refused,
     Retry,
     RetryPolicy,
     Timeout,
@@ -104,6 +105,10 @@ LAST = POLICY.max_attempts  # 13
         (LAST, NetworkError("reset"), GiveUp("", exhausted=True)),
         # the last attempt refused: still a plain give-up
         (LAST, http(400), GiveUp("", exhausted=False)),
+        # a target address dispatch may not send to: failed at once, never retried (the
+        # operator fixes the subscription or the allowed networks, then replays)
+        (1, Refused("127.0.0.1 is a loopback address"), GiveUp("", exhausted=False)),
+        (LAST, Refused("10.0.0.5 is a private address"), GiveUp("", exhausted=False)),
         # circuit open spends no attempt: retry when the breaker lets a probe through
         (3, CircuitOpen(until=NOW + timedelta(seconds=25)), at(25)),
         # circuit open with an unknown re-open time: like a first failure
