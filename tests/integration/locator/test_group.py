@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from services.locator import service as locator_service
 from shared.schemas import IncidentRecord
 from tests.conftest import Topics
 from tests.integration.locator.conftest import (
@@ -49,8 +52,18 @@ def assert_one_incident_per_shot(published: Published, zones: list[Shots]) -> No
             assert others == [], f"{event.event_id} has more than one incident id"
 
 
+@pytest.mark.parametrize(
+    "successor_poll_budget_s",
+    [
+        None,  # as deployed
+        # The successor pauses for I/O after every zone's poll: splitting polls must not
+        # change a single decision, so it re-publishes the first instance's versions.
+        0.0,
+    ],
+)
 async def test_a_crash_mid_stream_loses_nothing_and_republishes_identical_versions(
-    kafka_bootstrap: str, topics: Topics, start_locator, published: Published
+    kafka_bootstrap: str, topics: Topics, start_locator, published: Published,
+    successor_poll_budget_s: float | None, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Recent events: their incidents are still open (updatable) when the first instance dies,
     # so its commits stay behind them and the successor must rebuild them from the topic.
@@ -72,6 +85,8 @@ async def test_a_crash_mid_stream_loses_nothing_and_republishes_identical_versio
     await first_instance.abort()  # a crash: no clean stop, no final commit
     before_restart = len(published.records)
 
+    if successor_poll_budget_s is not None:
+        monkeypatch.setattr(locator_service, "_POLL_BUDGET_S", successor_poll_budget_s)
     for p, (_, second) in enumerate(halves):
         await produce(kafka_bootstrap, topics.detections, second, partition=p)
     await start_locator(group_id=group)
