@@ -33,8 +33,12 @@ Targets on a 2-core machine: detections_per_s >= 5,000 per core; p99 < 50 ms.
 steady state of long-lived zones rather than the start of fresh ones (report it beside the
 default figure).
 ``--live-only`` (with ``--live-dps``) skips the backlog and engine runs, to compare changes.
+The service (this process, and the bare engines) runs pinned to core 0, the broker and the
+pacer to the other cores (``service_core_pinned`` = 1): the target is per core, and unpinned the
+kernel lets the broker's threads and the pacer preempt the service's event loop.
+``--share-cores`` lets them share every core, as before 2026-12-02's fifth machine.
 Usage: ``python bench/locator_service.py [--zones 8] [--hours 1] [--live-s 30] [--live-dps N]
-[--warm-s W] [--profile] [--live-only]``.
+[--warm-s W] [--profile] [--live-only] [--share-cores]``.
 """
 
 from __future__ import annotations
@@ -71,6 +75,26 @@ from shared.runtime import tune_gc_for_latency
 from shared.schemas import DetectionRecord
 
 PARTITIONS = 6
+#: The service's own core; the broker and the pacer run on the others (see start_broker).
+SERVICE_CORES = {0}
+OTHER_CORES = set(range(1, os.cpu_count() or 1)) or SERVICE_CORES
+
+
+def start_broker(pin: bool) -> EmbeddedKafka:
+    """An embedded broker; with ``pin``, on OTHER_CORES and this process on SERVICE_CORES.
+
+    Why: the target is per core, and in production the broker and the sensors' traffic run
+    elsewhere. Unpinned, the kernel spreads the broker's threads, the pacer and the service
+    over both cores of the bench machine, and the service's event loop is preempted by them.
+    (The broker's threads inherit the affinity it is started with.)
+    """
+    if pin:
+        os.sched_setaffinity(0, OTHER_CORES)
+    try:
+        return EmbeddedKafka().start()
+    finally:
+        if pin:
+            os.sched_setaffinity(0, SERVICE_CORES)
 
 
 class Samples:
@@ -239,7 +263,7 @@ def _central_rate(instants: list[float]) -> float:
 
 
 def _pace(
-    bootstrap: str, topic: str, rate_dps: float, seconds: float, counted: Any
+    bootstrap: str, topic: str, rate_dps: float, seconds: float, counted: Any, pin: bool
 ) -> None:
     """(In a child process.) Generate fresh mixed traffic and produce each record when the
     wall clock reaches its ``received_at``.
@@ -248,6 +272,8 @@ def _pace(
     garbage collector) holds only what the service itself keeps. Puts (records, zones,
     detections/s) on ``counted`` just before the first record is due.
     """
+    if pin:
+        os.sched_setaffinity(0, OTHER_CORES)  # beside the broker, off the service's core
     per_zone_dps = 1.43  # scenario("mixed"): about 5,150 detections per zone-hour
     zones = max(1, round(rate_dps / per_zone_dps))
     draft = datetime.now(UTC)
@@ -322,7 +348,8 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 async def live(
-    broker: EmbeddedKafka, rate_dps: float, seconds: float, warm_s: float = 0.0
+    broker: EmbeddedKafka, rate_dps: float, seconds: float, warm_s: float = 0.0,
+    pin: bool = True,
 ) -> dict[str, float]:
     """Latency under a live stream of ``rate_dps`` detections/s (fresh mixed traffic).
 
@@ -349,7 +376,7 @@ async def live(
     counted = ctx.Queue()
     pacer = ctx.Process(
         target=_pace,
-        args=(bootstrap, settings.detections_topic, rate_dps, seconds + warm_s, counted),
+        args=(bootstrap, settings.detections_topic, rate_dps, seconds + warm_s, counted, pin),
     )
     pacer.start()
     try:
@@ -415,23 +442,32 @@ def main() -> None:
         "--live-only", action="store_true",
         help="only the live stream (needs --live-dps): for comparing runs of one change",
     )
+    ap.add_argument(
+        "--share-cores", action="store_true",
+        help="let the service, the broker and the pacer share every core (default: the "
+        "service alone on core 0)",
+    )
     args = ap.parse_args()
+    pin = not args.share_cores and OTHER_CORES != SERVICE_CORES
     if args.live_only:
         if not args.live_dps:
             ap.error("--live-only needs --live-dps")
-        broker = EmbeddedKafka().start()
+        broker = start_broker(pin)
         try:
-            only = asyncio.run(live(broker, args.live_dps, args.live_s, args.warm_s))
+            only = asyncio.run(live(broker, args.live_dps, args.live_s, args.warm_s, pin))
         finally:
             broker.stop()
+        only["service_core_pinned"] = float(pin)
         print(json.dumps({k: round(v, 2) for k, v in only.items()}))
         return
 
     start = datetime.now(UTC) - timedelta(hours=args.hours + 1)  # all in the past: a backlog
     detections = traffic(args.zones, args.hours, start)
     print(f"{len(detections)} detections in {args.zones} zones", file=sys.stderr)
+    if pin:
+        os.sched_setaffinity(0, SERVICE_CORES)  # the bare engines on the service's core too
     engine_dps = engine_only(detections, args.profile)
-    broker = EmbeddedKafka().start()
+    broker = start_broker(pin)
     try:
         result = asyncio.run(backlog(broker.bootstrap_servers, detections))
     finally:
@@ -440,15 +476,16 @@ def main() -> None:
     del detections  # the live phase's service should not carry the backlog's records
     rate = args.live_dps or min(5000.0, 0.5 * result["detections_per_s"])
     # A fresh broker: the embedded one's fetches cost more the more it stores.
-    broker = EmbeddedKafka().start()
+    broker = start_broker(pin)
     try:
-        result.update(asyncio.run(live(broker, rate, args.live_s, args.warm_s)))
+        result.update(asyncio.run(live(broker, rate, args.live_s, args.warm_s, pin)))
     finally:
         broker.stop()
     result.update(
         engine_only_dps=engine_dps,
         service_share=result["detections_per_s"] / engine_dps,
         backlog_detections=backlog_count,
+        service_core_pinned=float(pin),
     )
     print(json.dumps({k: round(v, 2) for k, v in result.items()}))
 
