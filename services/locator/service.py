@@ -999,7 +999,7 @@ class LocatorService:
 async def _let_io_run() -> None:
     """Give the event loop a few turns, so that I/O moves on between chunks of engine work.
 
-    aiokafka takes one loop turn per hop (measured on the embedded broker, aiokafka 0.12):
+    aiokafka takes one loop turn per hop (measured on the embedded broker, aiokafka 0.14):
     3 turns after ``send()`` before the request is on the wire (sender woken, request task
     started, written), and 4 after the answer arrived before the send's future is done
     (transport -> connection reader -> request future -> sender -> batch), whose callbacks
