@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -200,9 +202,6 @@ def _allow_demo_receiver(settings: PipelineSettings) -> PipelineSettings:
     """The settings with loopback added to dispatch's allowed target networks: the demo's CAD
     receiver listens on 127.0.0.1, which dispatch otherwise refuses (see
     ``services.dispatch.targets``)."""
-    import dataclasses
-    import ipaddress
-
     dispatch = settings.dispatch
     loopback = ipaddress.ip_network("127.0.0.0/8")
     if loopback in dispatch.allowed_target_networks:

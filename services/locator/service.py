@@ -530,8 +530,7 @@ class LocatorService:
                 await self._consume(tp, records[i : i + _CHUNK], now, consumed_mono)
                 # A backlog closes windows as it goes, not only after the whole fetch, and
                 # windows falling due anywhere meanwhile are not kept waiting for the rest.
-                await self._poll_and_send()
-                await _let_io_run()
+                await self._poll_and_send()  # (ends with an I/O pause)
         await self._poll_and_send()
         if final or len(self._unacked) > self.settings.max_unacked:
             await self._await_acks()  # back-pressure: refuse more work until acked
@@ -624,7 +623,8 @@ class LocatorService:
 
     async def _poll_and_send(self) -> None:
         """Close every due window and send its incidents, pausing for I/O after each
-        ``_POLL_BUDGET_S`` of engine work; returns when nothing due is left.
+        ``_POLL_BUDGET_S`` of engine work (the pause also puts the sends on the wire);
+        returns after the pause that follows the last due window.
 
         Adds no detection meanwhile, so every zone's windows are decided on exactly the
         pulses they would have been without the pauses (a later poll clock only finds more
@@ -632,9 +632,9 @@ class LocatorService:
         """
         while True:
             await self._send(self._poll(self._clock()))
+            await _let_io_run()
             if not self._poll_unfinished:
                 return
-            await _let_io_run()
 
     def _poll(self, now: datetime) -> list[tuple[IncidentRecord, datetime, TopicPartition, int]]:
         """Close due windows, zone by zone, for about ``_POLL_BUDGET_S`` at most (at least one
@@ -716,7 +716,8 @@ class LocatorService:
     async def _send(
         self, produced: list[tuple[IncidentRecord, datetime, TopicPartition, int]]
     ) -> None:
-        """Hand incidents to the producer (keyed by incident_id); does not wait for acks.
+        """Hand incidents to the producer (keyed by incident_id); waits neither for acks nor
+        for the requests to go out (the caller's next I/O pause sends them).
 
         Each stays in ``_unacked`` (holding back its partition's commits) until its ack
         callback runs.
@@ -735,7 +736,6 @@ class LocatorService:
             item = _Sent(record, due, tp, floor, future)
             self._unacked.add(item)
             future.add_done_callback(functools.partial(self._on_ack, item))
-        await _let_io_run()  # put the request on the wire before the next chunk of work
 
     def _on_ack(self, item: _Sent, future: asyncio.Future[object]) -> None:
         """The producer's verdict on one incident: acked (observe it) or failed (retried by
