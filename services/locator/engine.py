@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -49,6 +50,8 @@ _POSITIONS_SLACK = 256
 #: Slowest speed of sound we plan for (about -50 °C): bounds the candidate time slice.
 _C_MIN = 299.0
 _NAN = float("nan")
+#: Sort key of pending pulses: their arrival time (µs), the order of ``_order`` and pools.
+_arrival_us = attrgetter("t_us")
 
 
 def _us(t: datetime) -> int:
@@ -529,6 +532,10 @@ class ZoneEngine:
         while self._recent and self._recent[0][0] < low:
             self._recent.popleft()
         members = [pool[i] for i in assoc.members]
+        # The pool is in arrival order: a pulse at or after the latest member precedes no
+        # member, so it can neither shadow one nor mark a repeat (the pool of a fireworks
+        # show or a burst holds hundreds of them, and scanning them was most of this test).
+        pool = pool[: bisect.bisect_left(pool, max(p.t_us for p in members), key=_arrival_us)]
         if not self._may_trail_a_sound(members, pool, horizon_s):
             return False
 
