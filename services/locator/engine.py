@@ -152,9 +152,9 @@ class ZoneEngine:
         #: (why: the retained offset is asked for after every step that touched the zone).
         self._offsets: list[tuple[int, tuple[str, str]]] = []
         self._decided: dict[tuple[str, str], int] = {}  # key -> t_us, for dedup
-        #: Recently decided pulses (t_us, sensor_id, snr_db or NaN), oldest first: the earlier
+        #: Recently decided pulses (t_us, sensor code, snr_db or NaN), oldest first: the earlier
         #: sounds that a later pulse may be an echo of (kept for one echo horizon).
-        self._recent: deque[tuple[int, str, float]] = deque()
+        self._recent: deque[tuple[int, int, float]] = deque()
         self._closed_until_us: int | None = None
         self._sensors: dict[str, tuple[float, float, float]] = {}
         self._sensor_version = 0
@@ -427,7 +427,7 @@ class ZoneEngine:
         i = bisect.bisect_left(self._order, (p.t_us, *key))
         del self._order[i]
         self._decided[key] = p.t_us
-        self._recent.append((p.t_us, p.sensor_id, p.snr_db))
+        self._recent.append((p.t_us, p.code, p.snr_db))
 
     def _close(self, seed: _Pending, now: datetime) -> list[_Decided]:
         """Decide the seed (the earliest pending pulse): locate its source or drop it."""
@@ -511,12 +511,12 @@ class ZoneEngine:
         Why: nearly every fit is of members with nothing before them at their sensors, and
         the full test builds a dozen arrays.
         """
-        at = {p.sensor_id: p.t_us for p in members}
+        at = {p.code: p.t_us for p in members}
         reach_us = horizon_s * 1e6 + 1
-        for t_us, sensor_id in itertools.chain(
-            ((p.t_us, p.sensor_id) for p in pool), ((t, sid) for t, sid, _ in self._recent)
+        for t_us, code in itertools.chain(
+            ((p.t_us, p.code) for p in pool), ((t, code) for t, code, _ in self._recent)
         ):
-            member_us = at.get(sensor_id)
+            member_us = at.get(code)
             if member_us is not None and 0 < member_us - t_us <= reach_us:
                 return True
         return False
@@ -540,17 +540,22 @@ class ZoneEngine:
             return False
 
         # Only earlier sounds at the members' own sensors can shadow a member (or mark a
-        # repeat): the others would only widen every matrix echo_shadowed builds.
-        at_members = {p.sensor_id for p in members}
-        prior = [(p.t_us, p.sensor_id, p.snr_db) for p in pool if p.sensor_id in at_members]
+        # repeat): the others would only widen every matrix echo_shadowed builds. Sensors are
+        # compared by their integer codes, and each side is one (n, 3) float array of
+        # (t_us, code, snr_db): exact, as epoch microseconds are below 2**53 (why: six arrays
+        # built from lists, and string compares, cost more than the test itself).
+        at_members = {p.code for p in members}
+        prior = [(p.t_us, p.code, p.snr_db) for p in pool if p.code in at_members]
         prior += [r for r in self._recent if r[1] in at_members]
+        mine = np.array([(p.t_us, p.code, p.snr_db) for p in members], float)
+        earlier = np.array(prior, float).reshape(-1, 3)
         shadowed = echo_shadowed(
-            np.array([(p.t_us - seed_us) / 1e6 for p in members]),
-            np.array([p.sensor_id for p in members]),
-            np.array([p.snr_db for p in members]),
-            np.array([(t - seed_us) / 1e6 for t, _, _ in prior]),
-            np.array([s for _, s, _ in prior]),
-            np.array([v for _, _, v in prior]),
+            (mine[:, 0] - seed_us) / 1e6,
+            mine[:, 1],
+            mine[:, 2],
+            (earlier[:, 0] - seed_us) / 1e6,
+            earlier[:, 1],
+            earlier[:, 2],
             horizon_s,
             2 * self.config.association_tolerance_s,
             self.config.echo_level_margin_db,
@@ -571,17 +576,20 @@ class ZoneEngine:
         lat, lon, alt = frame.to_geodetic(fix.position)
         for i, used, res in zip(assoc.pulses, fix.used, fix.residuals_s, strict=True):
             self._health.record(pool[i].det.sensor_id, float(res), rejected=not used)
+        # One array operation for every member's distance (why: a norm call per pulse was an
+        # eighth of a located window's cost).
+        distances = np.sqrt(np.square(enu[list(assoc.members)] - fix.position).sum(axis=1))
         evidence = tuple(
             PulseEvidence(
                 sensor_id=p.det.sensor_id,
-                distance_m=float(np.linalg.norm(enu[i] - fix.position)),
+                distance_m=distance,
                 peak_db=p.det.features.peak_db,
                 snr_db=p.det.features.snr_db,
                 rise_time_ms=p.det.features.rise_time_ms,
                 duration_ms=p.det.features.duration_ms,
                 spectral_centroid_hz=p.det.features.spectral_centroid_hz,
             )
-            for i, p in zip(assoc.members, members, strict=True)
+            for distance, p in zip(distances.tolist(), members, strict=True)
         )
         cov = fix.covariance_m2
         rnd = LocatedRound(

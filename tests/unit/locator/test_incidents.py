@@ -5,11 +5,18 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from services.locator.config import LocatorConfig
 from services.locator.evidence import Score
-from services.locator.incidents import IncidentTracker, LocatedRound, incident_id, to_record
+from services.locator.incidents import (
+    IncidentTracker,
+    LocatedRound,
+    incident_id,
+    inverse_2x2,
+    to_record,
+)
 
 T = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
 CFG = LocatorConfig(update_window_s=60.0, update_distance_m=60.0)
@@ -121,3 +128,31 @@ def test_record_carries_every_round_and_combines_their_locations() -> None:
     assert rec.first_detection_received_at == T + timedelta(seconds=0.5)
     assert rec.sensors_used == ["s1", "s2", "s3", "s4"] and rec.sensors_rejected == ["s9"]
     assert rec.published_at == T + timedelta(seconds=3)
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        ((4.0, 0.0), (0.0, 9.0)),  # independent east and north errors
+        ((4.0, 3.9), (3.9, 4.0)),  # strongly correlated: a long thin ellipse
+        ((1e-4, 2e-5), (2e-5, 3e-4)),  # a centimetre fix
+        ((2.5e5, -1e5), (-1e5, 1e5)),  # a poor fix hundreds of metres wide
+    ],
+)
+def test_inverse_2x2_agrees_with_pinv_on_well_conditioned_covariances(matrix) -> None:
+    expected = np.linalg.pinv(np.array(matrix))
+    assert np.allclose(inverse_2x2(matrix), expected, rtol=1e-12, atol=0)
+    assert np.allclose(inverse_2x2(np.array(matrix)), expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        ((4.0, 2.0), (2.0, 1.0)),  # rank 1: all the uncertainty along one line
+        ((0.0, 0.0), (0.0, 0.0)),  # no information at all
+        ((1.0, 0.0), (0.0, 0.0)),  # nothing known north-south
+    ],
+)
+def test_inverse_2x2_of_a_singular_matrix_is_its_pseudo_inverse(matrix) -> None:
+    # (A closed-form inverse would divide by zero: these must stay finite, as pinv gives.)
+    assert np.array_equal(inverse_2x2(matrix), np.linalg.pinv(np.array(matrix)))
