@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 from services.locator.association_jit import (
     CONVERGED_M,
     CORE,
+    ECHO,
     PRIOR_FLOOR_M2,
     STATUS_DEFER,
     STATUS_FIX,
@@ -429,8 +430,42 @@ def echo_shadowed(
     A mere three is not enough: a coincidental fit built from echoes can borrow a few direct
     pulses of the next round, which trail the previous round by the round interval.)
 
-    Times in seconds (any common reference), sensors as comparable codes. Pure; (M,) mask.
+    Times in seconds (any common reference), sensors as comparable codes (earlier pulses at
+    other sensors may be included: they never pair with a member). Pure; (M,) mask.
+
+    Runs compiled (``association_jit.ECHO``) when numba is installed, else in numpy
+    (:func:`_echo_shadowed_numpy`); both give the same mask.
     """
+    if ECHO is None or len(member_times) == 0 or len(prior_times) == 0:
+        return _echo_shadowed_numpy(
+            member_times, member_sensors, member_db, prior_times, prior_sensors, prior_db,
+            horizon_s, repeat_tol_s, level_margin_db,
+        )
+    ms, ps = np.asarray(member_sensors), np.asarray(prior_sensors)
+    if ms.dtype.kind != "f" or ps.dtype.kind != "f":
+        # other comparable codes (integers, strings): their ranks over both sides, exact floats
+        ranks = np.unique(np.concatenate([ms, ps]), return_inverse=True)[1].reshape(-1)
+        ms, ps = ranks[: len(ms)], ranks[len(ms) :]
+    return ECHO(
+        np.ascontiguousarray(member_times, float), np.ascontiguousarray(ms, float),
+        np.ascontiguousarray(member_db, float), np.ascontiguousarray(prior_times, float),
+        np.ascontiguousarray(ps, float), np.ascontiguousarray(prior_db, float),
+        float(horizon_s), float(repeat_tol_s), float(level_margin_db),
+    )
+
+
+def _echo_shadowed_numpy(
+    member_times: NDArray,
+    member_sensors: NDArray,
+    member_db: NDArray,
+    prior_times: NDArray,
+    prior_sensors: NDArray,
+    prior_db: NDArray,
+    horizon_s: float,
+    repeat_tol_s: float,
+    level_margin_db: float = 0.0,
+) -> NDArray[np.bool_]:
+    """:func:`echo_shadowed` in numpy (the reference the compiled kernel is tested against)."""
     mt = np.asarray(member_times, float)
     ms = np.asarray(member_sensors)
     mdb = np.asarray(member_db, float)

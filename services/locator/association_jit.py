@@ -551,8 +551,57 @@ def _associate_core(
     return STATUS_FIX, pulses, used, th, info, r_all, three_d
 
 
+def _echo_shadowed_core(
+    mt: np.ndarray, ms: np.ndarray, mdb: np.ndarray, pt: np.ndarray, ps: np.ndarray,
+    pdb: np.ndarray, horizon_s: float, repeat_tol_s: float, level_margin_db: float,
+) -> np.ndarray:
+    """``association.echo_shadowed`` in loops (sensor codes as float64), same rules and floats.
+
+    Why: the numpy version builds ~20 (M, P) and (C, T) arrays per fit; the earlier sounds
+    of a busy zone's fit number in the hundreds, most at other sensors, and are now passed
+    unfiltered (a pulse at another sensor never pairs with a member).
+    """
+    m, p = len(mt), len(pt)
+    out = np.zeros(m, np.bool_)
+    # the timing pairs (member k trails an earlier pulse at its own sensor within the horizon)
+    pair_k = np.empty(m * p, np.int64)
+    pair_d = np.empty(m * p)
+    t = 0
+    for k in range(m):
+        for j in range(p):
+            if ms[k] == ps[j]:
+                d = mt[k] - pt[j]
+                if d > 1e-9 and d <= horizon_s:
+                    pair_k[t] = k
+                    pair_d[t] = d
+                    t += 1
+    if t == 0:
+        return out
+    need = max(3, math.ceil(m / 2))
+    sharing = np.zeros(m, np.bool_)
+    for k in range(m):
+        for j in range(p):
+            if ms[k] != ps[j]:
+                continue
+            d = mt[k] - pt[j]
+            # louder (False where either loudness is NaN, as in numpy)
+            if not (d > 1e-9 and d <= horizon_s and pdb[j] >= mdb[k] - level_margin_db):
+                continue
+            if out[k]:
+                continue  # already shadowed: one non-repeat louder candidate suffices
+            sharing[:] = False
+            for q in range(t):
+                if abs(d - pair_d[q]) <= repeat_tol_s:
+                    sharing[pair_k[q]] = True
+            if sharing.sum() < need:
+                out[k] = True
+    return out
+
+
 #: The compiled ``_associate_core`` (None without numba).
 CORE: Callable[..., CoreResult] | None = None
+#: The compiled ``_echo_shadowed_core`` (None without numba).
+ECHO: Callable[..., np.ndarray] | None = None
 if njit is not None:
     # error_model="numpy": degenerate data gives inf/NaN as in the numpy path, never an exception
     _jit = njit(cache=True, error_model="numpy")
@@ -566,3 +615,4 @@ if njit is not None:
     _insertion_sort = _jit(_insertion_sort)
     _group_ids = _jit(_group_ids)
     CORE = njit(cache=True, nogil=True, error_model="numpy")(_associate_core)
+    ECHO = _jit(_echo_shadowed_core)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import itertools
 import math
 import statistics
 from collections import deque
@@ -466,7 +465,7 @@ class ZoneEngine:
         )
         if assoc is None:
             return None
-        if self.config.reject_echo_fits and self._echo_fit(assoc, pool, seed.t_us, c):
+        if self.config.reject_echo_fits and self._echo_fit(assoc, pool, times, codes, c):
             self.echoes += 1
             return None
         return assoc, frame, enu
@@ -500,62 +499,38 @@ class ZoneEngine:
                     return True
         return False
 
-    def _may_trail_a_sound(
-        self, members: list[_Pending], pool: list[_Pending], horizon_s: float
+    def _echo_fit(
+        self, assoc: Association, pool: list[_Pending], times: np.ndarray, codes: np.ndarray,
+        c: float,
     ) -> bool:
-        """Whether any member's sensor heard another sound (pending in ``pool`` or recently
-        decided) up to ``horizon_s`` before that member: without one no member can be an
-        echo, and :func:`echo_shadowed` would mark none (a microsecond wider than it, so
-        this never skips a fit it would reject).
-
-        Why: nearly every fit is of members with nothing before them at their sensors, and
-        the full test builds a dozen arrays.
-        """
-        at = {p.code: p.t_us for p in members}
-        reach_us = horizon_s * 1e6 + 1
-        for t_us, code in itertools.chain(
-            ((p.t_us, p.code) for p in pool), ((t, code) for t, code, _ in self._recent)
-        ):
-            member_us = at.get(code)
-            if member_us is not None and 0 < member_us - t_us <= reach_us:
-                return True
-        return False
-
-    def _echo_fit(self, assoc: Association, pool: list[_Pending], seed_us: int, c: float) -> bool:
         """True if fewer than ``min_sensors`` of the fit's members are not echoes.
 
         See :func:`association.echo_shadowed`: the earlier sounds are every other pending pulse
-        of the pool and the pulses decided within one echo horizon before the seed.
+        of the pool and the pulses decided within one echo horizon before the seed
+        (``times``, ``codes``: the pool's, seconds after the seed and sensor codes).
         """
+        seed_us = pool[0].t_us
         horizon_s = self.config.max_range_m / c
         low = seed_us - int(horizon_s * 1e6)
         while self._recent and self._recent[0][0] < low:
             self._recent.popleft()
-        members = [pool[i] for i in assoc.members]
+        members = assoc.members
         # The pool is in arrival order: a pulse at or after the latest member precedes no
         # member, so it can neither shadow one nor mark a repeat (the pool of a fireworks
-        # show or a burst holds hundreds of them, and scanning them was most of this test).
-        pool = pool[: bisect.bisect_left(pool, max(p.t_us for p in members), key=_arrival_us)]
-        if not self._may_trail_a_sound(members, pool, horizon_s):
-            return False
-
-        # Only earlier sounds at the members' own sensors can shadow a member (or mark a
-        # repeat): the others would only widen every matrix echo_shadowed builds. Sensors are
-        # compared by their integer codes, and each side is one (n, 3) float array of
-        # (t_us, code, snr_db): exact, as epoch microseconds are below 2**53 (why: six arrays
-        # built from lists, and string compares, cost more than the test itself).
-        at_members = {p.code for p in members}
-        prior = [(p.t_us, p.code, p.snr_db) for p in pool if p.code in at_members]
-        prior += [r for r in self._recent if r[1] in at_members]
-        mine = np.array([(p.t_us, p.code, p.snr_db) for p in members], float)
-        earlier = np.array(prior, float).reshape(-1, 3)
+        # show or a burst holds hundreds of them).
+        latest = max(pool[i].t_us for i in members)
+        cut = bisect.bisect_left(pool, latest, key=_arrival_us)
+        # Every earlier sound goes in, at any sensor (one at another sensor never pairs with a
+        # member), as arrays: (t_us, code, snr_db) rows are exact floats (epoch microseconds
+        # are below 2**53), and the seconds after the seed are those of ``times``.
+        recent = np.array(self._recent, float).reshape(-1, 3)
         shadowed = echo_shadowed(
-            (mine[:, 0] - seed_us) / 1e6,
-            mine[:, 1],
-            mine[:, 2],
-            (earlier[:, 0] - seed_us) / 1e6,
-            earlier[:, 1],
-            earlier[:, 2],
+            times[members],
+            codes[members].astype(float),
+            np.array([pool[i].snr_db for i in members]),
+            np.concatenate([times[:cut], (recent[:, 0] - seed_us) / 1e6]),
+            np.concatenate([codes[:cut].astype(float), recent[:, 1]]),
+            np.concatenate([np.array([p.snr_db for p in pool[:cut]]), recent[:, 2]]),
             horizon_s,
             2 * self.config.association_tolerance_s,
             self.config.echo_level_margin_db,

@@ -255,3 +255,49 @@ def test_real_windows_agree(shared_kit: Path, monkeypatch: pytest.MonkeyPatch) -
         assert_same(associate(*args, known_sensors=known), want)
         located += want is not None
     assert located >= 180  # every round fired is some window's seed
+
+
+def echo_case(rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Members of a fit and the earlier sounds before them: repeats of earlier rounds from the
+    same place (a shared delay at many sensors), louder and weaker echoes, sounds at other
+    sensors, unknown loudness (NaN) and sounds beyond the horizon."""
+    m = int(rng.integers(1, 16))
+    member_sensors = rng.permutation(30)[:m].astype(float)
+    member_times = rng.uniform(0.0, 2.0, m)
+    member_db = np.where(rng.random(m) < 0.1, np.nan, rng.uniform(5, 40, m))
+    rows: list[tuple[float, float, float]] = []
+    for _ in range(int(rng.integers(0, 3))):  # earlier rounds of a burst: one shared delay
+        delay = rng.uniform(0.1, 1.0)
+        for k in range(m):
+            if rng.random() < 0.6:
+                jitter = rng.normal(0, 0.01)
+                rows.append((member_times[k] - delay + jitter, member_sensors[k],
+                             rng.uniform(0, 45)))
+    for _ in range(int(rng.integers(0, 40))):  # anything else, at any sensor, any loudness
+        rows.append((rng.uniform(-7.0, 2.5), float(rng.integers(30)),
+                     np.nan if rng.random() < 0.1 else rng.uniform(0, 45)))
+    prior = np.array(rows, float).reshape(-1, 3)
+    return member_times, member_sensors, member_db, prior[:, 0], prior[:, 1], prior[:, 2]
+
+
+@pytest.mark.skipif(association_jit.ECHO is None, reason="numba not installed")
+def test_compiled_echo_test_marks_the_same_members_as_numpy() -> None:
+    rng = np.random.default_rng(11)
+    shadowed = 0
+    for _ in range(3000):
+        case = echo_case(rng)
+        args = (*case, 6.0, 0.05, 1.0)
+        expected = association._echo_shadowed_numpy(*args)
+        assert association.echo_shadowed(*args).tolist() == expected.tolist()
+        shadowed += int(expected.sum())
+    assert shadowed > 500  # echoes and repeats both exercised, not only empty masks
+
+
+@pytest.mark.skipif(association_jit.ECHO is None, reason="numba not installed")
+def test_compiled_echo_test_takes_string_and_integer_sensor_codes() -> None:
+    names = np.array(["a", "b", "c", "d"])
+    args = (np.array([1.0, 1.1, 1.2, 1.3]), names, np.full(4, 10.0),
+            np.array([0.6, 0.2]), np.array(["a", "z"]), np.array([30.0, 30.0]), 6.0, 0.05)
+    assert association.echo_shadowed(*args).tolist() == [True, False, False, False]
+    as_ints = (args[0], np.arange(4), args[2], args[3], np.array([0, 25]), *args[4 + 1 :])
+    assert association.echo_shadowed(*as_ints).tolist() == [True, False, False, False]

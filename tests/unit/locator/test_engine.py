@@ -368,8 +368,8 @@ def test_the_plain_float_shortcuts_change_no_decision(
     # Two thirds of real closes are a lonely pulse, decided without numpy by
     # _could_be_located. It must agree with associate's first step (enough other sensors
     # inside the seed's physical gate, association.gate) on every close of mixed traffic
-    # (noise, echoes, bursts, fireworks, a bad clock). Dropping it, and the echo test's own
-    # shortcut (_may_trail_a_sound), changes no record and no count.
+    # (noise, echoes, bursts, fireworks, a bad clock). Dropping it changes no record and no
+    # count.
     array = build_array(density_per_sq_mi=15, area_sq_mi=2.0, seed=4)
     made = scenario(
         "mixed", array, start=datetime(2026, 3, 1, tzinfo=UTC),
@@ -403,7 +403,6 @@ def test_the_plain_float_shortcuts_change_no_decision(
     gated, noise, echoes = run()
     assert verdicts.count(False) > 100 and verdicts.count(True) > 20  # both paths exercised
     monkeypatch.setattr(ZoneEngine, "_could_be_located", lambda self, pool, c: True)
-    monkeypatch.setattr(ZoneEngine, "_may_trail_a_sound", lambda self, m, pool, h: True)
     ungated, noise_ungated, echoes_ungated = run()
     assert len(gated) >= 5 and echoes > 0
     assert gated == ungated and (noise, echoes) == (noise_ungated, echoes_ungated)
