@@ -41,6 +41,7 @@ from services.locator.association_jit import (
     CONVERGED_M,
     CORE,
     ECHO,
+    HEARD,
     PRIOR_FLOOR_M2,
     STATUS_DEFER,
     STATUS_FIX,
@@ -313,7 +314,21 @@ def heard_share(source: NDArray, used: NDArray, known: NDArray, hearing_range_m:
     heard it)``. A real shot is heard by nearly every sensor near it (Pittsburgh: >= 85 % out
     to 800 m); a coincidental fit of echoes or unrelated pulses is "heard" by a few scattered
     sensors while nearer ones stayed silent.
+
+    Runs compiled (``association_jit.HEARD``) when numba is installed: the same floats.
     """
+    if HEARD is not None and len(used):
+        return HEARD(
+            np.ascontiguousarray(source, float), np.ascontiguousarray(used, float),
+            np.ascontiguousarray(known, float), float(hearing_range_m),
+        )
+    return _heard_share_numpy(source, used, known, hearing_range_m)
+
+
+def _heard_share_numpy(
+    source: NDArray, used: NDArray, known: NDArray, hearing_range_m: float
+) -> float:
+    """:func:`heard_share` in numpy (the reference the compiled kernel is tested against)."""
     du = np.sort(np.hypot(*(used[:, :2] - source[:2]).T))
     dk = np.hypot(*(known[:, :2] - source[:2]).T)
     radius = max(float(du[len(du) // 2]), hearing_range_m) + 1e-6

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 import statistics
 from collections import deque
@@ -523,7 +524,9 @@ class ZoneEngine:
         # Every earlier sound goes in, at any sensor (one at another sensor never pairs with a
         # member), as arrays: (t_us, code, snr_db) rows are exact floats (epoch microseconds
         # are below 2**53), and the seconds after the seed are those of ``times``.
-        recent = np.array(self._recent, float).reshape(-1, 3)
+        recent = np.fromiter(
+            itertools.chain.from_iterable(self._recent), float, 3 * len(self._recent)
+        ).reshape(-1, 3)
         shadowed = echo_shadowed(
             times[members],
             codes[members].astype(float),

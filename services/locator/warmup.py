@@ -43,7 +43,10 @@ def warm_up_kernels(config: LocatorConfig | None = None) -> float:
     late[6] += 0.090
     locate(sensors, late, _C, config)
     order = np.argsort(times)
-    associate(sensors[order], times[order] - times[order][0], np.arange(8), 0, _C, config)
+    associate(  # with the listening sensors: the heard-share test too
+        sensors[order], times[order] - times[order][0], np.arange(8), 0, _C, config,
+        known_sensors=sensors,
+    )
     # the echo test, as the engine calls it (float sensor codes): an echo of the shot 0.3 s on
     codes = np.arange(8.0)
     loud = np.full(8, 20.0)

@@ -301,3 +301,23 @@ def test_compiled_echo_test_takes_string_and_integer_sensor_codes() -> None:
     assert association.echo_shadowed(*args).tolist() == [True, False, False, False]
     as_ints = (args[0], np.arange(4), args[2], args[3], np.array([0, 25]), *args[4 + 1 :])
     assert association.echo_shadowed(*as_ints).tolist() == [True, False, False, False]
+
+
+@pytest.mark.skipif(association_jit.HEARD is None, reason="numba not installed")
+def test_compiled_heard_share_is_numpys_to_the_bit() -> None:
+    # Fits anywhere in and around a 2 km array, heard by a few to all of the sensors near
+    # them; the radius (median distance or hearing range) lands on a sensor's distance often.
+    rng = np.random.default_rng(5)
+    shares = set()
+    for _ in range(3000):
+        n = int(rng.integers(4, 60))
+        known = np.c_[rng.uniform(-1000, 1000, (n, 2)), rng.uniform(0, 30, n)]
+        heard = known[rng.random(len(known)) < rng.uniform(0.1, 1.0)]
+        if len(heard) == 0:
+            continue
+        source = np.r_[rng.uniform(-1500, 1500, 2), rng.uniform(0, 10)]
+        hearing = float(rng.choice([100.0, 400.0, 700.0, 1200.0]))
+        expected = association._heard_share_numpy(source, heard, known, hearing)
+        assert association.heard_share(source, heard, known, hearing) == expected
+        shares.add(expected)
+    assert len(shares) > 200  # many distinct shares: not a constant

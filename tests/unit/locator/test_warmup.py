@@ -17,7 +17,8 @@ _CHECK = """
 from services.locator import association_jit, solver_jit
 from services.locator.warmup import warm_up_kernels
 kernels = (
-    solver_jit.KERNEL, solver_jit.ROBUST_KERNEL, association_jit.CORE, association_jit.ECHO
+    solver_jit.KERNEL, solver_jit.ROBUST_KERNEL, association_jit.CORE, association_jit.ECHO,
+    association_jit.HEARD,
 )
 assert not any(k.signatures for k in kernels), "compiled before the warm-up"
 warm_up_kernels()
@@ -30,4 +31,4 @@ def test_warm_up_compiles_every_kernel_before_any_detection() -> None:
     done = subprocess.run(
         [sys.executable, "-c", _CHECK], capture_output=True, text=True, timeout=300, check=True
     )
-    assert done.stdout.strip() == "1,1,1,1"
+    assert done.stdout.strip() == "1,1,1,1,1"
