@@ -176,7 +176,8 @@ def associate(
     pulses, used, th, info, r_all, three_d = decision
     offset = positions[seed]
     # The heard-share test needs only the source (the fix's position): run it before the
-    # covariance and ellipse are built (why: a quarter of the fits are rejected here).
+    # covariance and ellipse are built (why: about half the fits of mixed traffic are
+    # rejected here).
     if known_sensors is not None and len(known_sensors):
         share = heard_share(
             th[:3] + offset, positions[pulses[used]], known_sensors, config.hearing_range_m

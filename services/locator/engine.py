@@ -556,7 +556,7 @@ class ZoneEngine:
             self._health.record(pool[i].det.sensor_id, float(res), rejected=not used)
         # One array operation for every member's distance (why: a norm call per pulse was an
         # eighth of a located window's cost).
-        distances = np.sqrt(np.square(enu[list(assoc.members)] - fix.position).sum(axis=1))
+        distances = np.sqrt(np.square(enu[assoc.members] - fix.position).sum(axis=1))
         evidence = tuple(
             PulseEvidence(
                 sensor_id=p.det.sensor_id,
