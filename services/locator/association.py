@@ -470,16 +470,10 @@ def echo_shadowed(
     )
 
 
-def _echo_shadowed_numpy(
-    member_times: NDArray,
-    member_sensors: NDArray,
-    member_db: NDArray,
-    prior_times: NDArray,
-    prior_sensors: NDArray,
-    prior_db: NDArray,
-    horizon_s: float,
-    repeat_tol_s: float,
-    level_margin_db: float = 0.0,
+def _echo_shadowed_numpy(  # (echo_shadowed's parameters, in its order)
+    member_times: NDArray, member_sensors: NDArray, member_db: NDArray,
+    prior_times: NDArray, prior_sensors: NDArray, prior_db: NDArray,
+    horizon_s: float, repeat_tol_s: float, level_margin_db: float = 0.0,
 ) -> NDArray[np.bool_]:
     """:func:`echo_shadowed` in numpy (the reference the compiled kernel is tested against)."""
     mt = np.asarray(member_times, float)
