@@ -110,8 +110,12 @@ class _Decided:
         return self.incident.incident_id
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class _Pending:
+    """One undecided pulse. Never changed once made (``replace`` makes a new one); not frozen
+    because a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``,
+    5x the cost of this one, once per detection; compared by identity only."""
+
     det: DetectionRecord
     offset: int
     t_us: int
