@@ -531,13 +531,17 @@ class ZoneEngine:
         recent = np.fromiter(
             itertools.chain.from_iterable(self._recent), float, 3 * len(self._recent)
         ).reshape(-1, 3)
+        # Codes and loudness of the pool up to its last member, built once for both sides.
+        upto = max(cut, int(members.max()) + 1)
+        code_f = codes[:upto].astype(float)
+        snr = np.array([p.snr_db for p in pool[:upto]])
         shadowed = echo_shadowed(
             times[members],
-            codes[members].astype(float),
-            np.array([pool[i].snr_db for i in members]),
+            code_f[members],
+            snr[members],
             np.concatenate([times[:cut], (recent[:, 0] - seed_us) / 1e6]),
-            np.concatenate([codes[:cut].astype(float), recent[:, 1]]),
-            np.concatenate([np.array([p.snr_db for p in pool[:cut]]), recent[:, 2]]),
+            np.concatenate([code_f[:cut], recent[:, 1]]),
+            np.concatenate([snr[:cut], recent[:, 2]]),
             horizon_s,
             2 * self.config.association_tolerance_s,
             self.config.echo_level_margin_db,
