@@ -10,6 +10,7 @@ import pytest
 from services.locator.config import LocatorConfig
 from services.locator.health import SensorHealth
 from services.locator.service import (
+    LowestRetained,
     commit_offset,
     decode_detection,
     health_changes,
@@ -44,6 +45,53 @@ def test_commit_offset_stops_at_the_earliest_retained_detection(
     next_offset: int, retained: list[int | None], expected: int
 ) -> None:
     assert commit_offset(next_offset, retained) == expected
+
+
+@pytest.mark.parametrize(
+    ("updates", "expected"),
+    [
+        # no zone has held anything
+        ([], None),
+        # one zone holds offset 40
+        ([("a", 40)], 40),
+        # the earliest of several zones
+        ([("a", 40), ("b", 12), ("c", 77)], 12),
+        # the earliest zone moves on (its window closed): the next earliest
+        ([("a", 40), ("b", 12), ("b", 90)], 40),
+        # the earliest zone holds nothing any more
+        ([("a", 40), ("b", 12), ("b", None)], 40),
+        # every zone drained
+        ([("a", 40), ("b", 12), ("a", None), ("b", None)], None),
+        # a zone holding nothing, then a new detection: its new offset counts
+        ([("a", 40), ("a", None), ("a", 95)], 95),
+        # the same offset reported twice, then moving on: no stale copy survives
+        ([("a", 5), ("a", 5), ("a", 60), ("b", 70)], 60),
+        # offset 0 is a real offset, not "nothing"
+        ([("a", 0), ("b", 3)], 0),
+    ],
+)
+def test_lowest_retained_is_the_earliest_offset_any_zone_still_holds(
+    updates: list[tuple[str, int | None]], expected: int | None
+) -> None:
+    floors = LowestRetained()
+    for zone, offset in updates:
+        floors.update(zone, offset)
+    assert floors.lowest() == expected
+
+
+def test_lowest_retained_stays_exact_and_small_while_thousands_of_zones_churn() -> None:
+    # One zone keeps an open incident's first offset while 2,000 others move on 50 times.
+    floors = LowestRetained()
+    floors.update("open", 10)
+    held: dict[str, int] = {}
+    for step in range(50):
+        for z in range(2000):
+            held[f"z{z}"] = 100 + step * 2000 + z
+            floors.update(f"z{z}", held[f"z{z}"])
+        assert floors.lowest() == 10
+    floors.update("open", None)
+    assert floors.lowest() == min(held.values())
+    assert len(floors._heap) <= 2 * 2001 + 64  # stale entries are dropped, not hoarded
 
 
 S = timedelta(seconds=0.1)  # the settle given
