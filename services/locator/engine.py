@@ -566,14 +566,14 @@ class ZoneEngine:
         # eighth of a located window's cost).
         distances = np.sqrt(np.square(enu[assoc.members] - fix.position).sum(axis=1))
         evidence = tuple(
-            PulseEvidence(
-                sensor_id=p.det.sensor_id,
-                distance_m=distance,
-                peak_db=p.det.features.peak_db,
-                snr_db=p.det.features.snr_db,
-                rise_time_ms=p.det.features.rise_time_ms,
-                duration_ms=p.det.features.duration_ms,
-                spectral_centroid_hz=p.det.features.spectral_centroid_hz,
+            PulseEvidence(  # (positional: sensor_id, distance_m, then the features in order)
+                p.sensor_id,
+                distance,
+                (f := p.det.features).peak_db,
+                f.snr_db,
+                f.rise_time_ms,
+                f.duration_ms,
+                f.spectral_centroid_hz,
             )
             for distance, p in zip(distances.tolist(), members, strict=True)
         )

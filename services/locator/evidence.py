@@ -1,7 +1,7 @@
 """What the locator hands to the gunfire scorer, and what the scorer returns.
 
 Shared by ``engine.py`` (builds :class:`ShotEvidence` for each located round) and
-``scoring.py`` (turns it into a :class:`Score`). Plain frozen dataclasses: pure values.
+``scoring.py`` (turns it into a :class:`Score`). Plain dataclasses: pure values.
 """
 
 from __future__ import annotations
@@ -10,9 +10,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PulseEvidence:
-    """One sensor's pulse of a located round, with its distance to the located source."""
+    """One sensor's pulse of a located round, with its distance to the located source.
+
+    A value: never changed once made. Slotted rather than frozen because the engine makes
+    one per sensor of every located round, and a frozen dataclass's ``__init__`` sets each
+    field through ``object.__setattr__``: 15 of them cost 24.7 µs against 6.5 µs (timeit).
+    """
 
     sensor_id: str
     distance_m: float
