@@ -405,7 +405,10 @@ class ZoneEngine:
         return [self._record(decided) for decided in latest_versions(out)]
 
     def min_retained_offset(self) -> int | None:
-        """Smallest offset still needed to rebuild open state (pending + open incidents)."""
+        """Smallest offset still needed to rebuild open state (pending + open incidents).
+
+        Only :meth:`poll` and :meth:`flush` can raise it; :meth:`add` never changes it once
+        it is not None (the service relies on this: offsets added only grow)."""
         heap = self._offsets
         while heap:
             offset, key = heap[0]

@@ -255,6 +255,28 @@ def test_duplicates_are_ignored_and_late_detections_dropped(
     assert engine.flush() == [] and record.rounds == 1
 
 
+def test_adding_never_moves_a_held_retained_offset_only_polling_does(
+    config: LocatorConfig,
+) -> None:
+    # The service caches the retained offset and asks again only after polls (and while it
+    # is None): mixed traffic (bursts, fireworks, echoes, noise, a bad clock), offsets rising
+    # as on a partition, polled only now and then so adds pile up between polls.
+    array = build_array(zone=ZONE, seed=3)
+    made = scenario("mixed", array, start=T0, rng=np.random.default_rng(5), duration_s=900)
+    engine = ZoneEngine(ZONE, config, placeholder_scorer)
+    held, moved_by_polls = engine.min_retained_offset(), 0
+    for offset, det in enumerate(sorted(made.detections, key=lambda d: d.received_at)):
+        engine.add(det, offset, det.received_at)
+        now_held = engine.min_retained_offset()
+        assert held is None or now_held == held
+        held = now_held
+        if offset % 7 == 0:
+            engine.poll(det.received_at)
+            moved_by_polls += engine.min_retained_offset() != held
+            held = engine.min_retained_offset()
+    assert moved_by_polls > 10  # (the polls did move it: the check above was exercised)
+
+
 def test_min_retained_offset_covers_open_windows_and_updatable_incidents(
     scene: Scene, config: LocatorConfig
 ) -> None:
