@@ -576,8 +576,9 @@ class LocatorService:
                 # A backlog closes windows as it goes, not only after the whole fetch, and
                 # windows falling due anywhere meanwhile are not kept waiting for the rest.
                 # Counted over partitions: a live fetch brings a few records per partition,
-                # and a poll (with its I/O pause) after each few cost a tenth of the loop.
-                # (A partition's windows depend only on its own records and clock.)
+                # and a poll after each partition's few repeated the poll's own work (the
+                # refreshes, a look at every partition's heap, an I/O pause) up to six times
+                # a fetch. (A partition's windows depend only on its own records and clock.)
                 if added >= _CHUNK:
                     added = 0
                     await self._poll_and_send()  # (ends with an I/O pause)
