@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class PulseEvidence:
     """One sensor's pulse of a located round, with its distance to the located source.
 
     A value: never changed once made. Slotted rather than frozen because the engine makes
     one per sensor of every located round, and a frozen dataclass's ``__init__`` sets each
     field through ``object.__setattr__``: 15 of them cost 24.7 µs against 6.5 µs (timeit).
+    Hashable by its fields like a frozen one (``unsafe_hash``: safe, as it is never
+    changed), so the frozen :class:`ShotEvidence` holding it stays hashable too.
     """
 
     sensor_id: str
