@@ -114,11 +114,23 @@ class _Decided:
 class _Pending:
     """One undecided pulse. Never changed once made (``replace`` makes a new one); not frozen
     because a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``,
-    5x the cost of this one, once per detection; compared by identity only."""
+    5x the cost of this one, once per detection; compared by identity only.
 
-    det: DetectionRecord
+    It copies what the engine reads of the detection instead of holding the record. Why: a
+    decoded record is nine objects the garbage collector tracks (three pydantic models, their
+    dicts and field sets); held, they survive into the older generations, which every
+    collection of those walks again (a live locator holds hundreds of thousands of pulses),
+    while a record dropped after ``add`` is freed at once by reference counting.
+    """
+
+    #: ``(sensor_id, detection_id)``: the detection's identity (its ``key``).
+    key: tuple[str, str]
     offset: int
     t_us: int
+    #: ``det.arrival_time`` (the physics deadline counts from it).
+    arrival_time: datetime
+    #: ``det.received_at`` as recorded (the incident's first receipt is the earliest of them).
+    received_at: datetime
     #: Index of the detection's sensor position in the engine's position table.
     pos_i: int
     #: Small integer code of the detection's sensor.
@@ -132,6 +144,9 @@ class _Pending:
     #: echo test reads them for every pulse of the pool.
     sensor_id: str
     snr_db: float
+    #: ``det.features`` as (peak_db, snr_db, rise_time_ms, duration_ms, spectral_centroid_hz),
+    #: None where not reported: what scoring reads of a located pulse.
+    features: tuple[float | None, float | None, float | None, float | None, float | None]
 
 
 class ZoneEngine:
@@ -239,10 +254,13 @@ class ZoneEngine:
         seen = self._sensor_seen_us.get(sid)
         self._sensor_seen_us[sid] = t_us if seen is None else max(seen, t_us)
         self._code_seen[code] = self._sensor_seen_us[sid]
-        received = detection.received_at if detection.received_at <= now else now
+        received_at = detection.received_at
+        f = detection.features
         pending = self._pending[key] = _Pending(
-            detection, offset, t_us, pos_i, code, received, detection.temperature_c, sid,
-            _NAN if (snr := detection.features.snr_db) is None else snr,
+            key, offset, t_us, detection.arrival_time, received_at, pos_i, code,
+            received_at if received_at <= now else now, detection.temperature_c, sid,
+            _NAN if (snr := f.snr_db) is None else snr,
+            (f.peak_db, f.snr_db, f.rise_time_ms, f.duration_ms, f.spectral_centroid_hz),
         )
         bisect.insort(self._order, (t_us, sid, detection.detection_id, pending))
         heapq.heappush(self._offsets, (offset, key))
@@ -338,9 +356,9 @@ class ZoneEngine:
         return deadline
 
     def _deadline(self, p: _Pending) -> datetime:
-        travel = self._reach_m(p.det.sensor_id) / self._c(p.det.temperature_c)
+        travel = self._reach_m(p.sensor_id) / self._c(p.temperature_c)
         wait = travel + self.config.window_margin_s + self.config.ingest_lateness_s
-        physics = p.det.arrival_time + timedelta(seconds=wait)
+        physics = p.arrival_time + timedelta(seconds=wait)
         # A seed that reached us late (sensors posting what they heard during an outage, or
         # a backlog from a relay) already has its physics deadline behind it: it would be
         # decided on its own, and the rest of its shot's pulses, delayed alike and posted one
@@ -449,7 +467,7 @@ class ZoneEngine:
         records: list[_Decided] = []
         if found is None:
             self.noise += 1
-            self._decide(seed.det.key)
+            self._decide(seed.key)
         else:
             assoc, frame, enu = found
             records.append(self._located(assoc, pool, frame, seed, enu, now))
@@ -564,20 +582,12 @@ class ZoneEngine:
         members = [pool[i] for i in assoc.members]
         lat, lon, alt = frame.to_geodetic(fix.position)
         for i, used, res in zip(assoc.pulses, fix.used, fix.residuals_s, strict=True):
-            self._health.record(pool[i].det.sensor_id, float(res), rejected=not used)
+            self._health.record(pool[i].sensor_id, float(res), rejected=not used)
         # One array operation for every member's distance (why: a norm call per pulse was an
         # eighth of a located window's cost).
         distances = np.sqrt(np.square(enu[assoc.members] - fix.position).sum(axis=1))
         evidence = tuple(
-            PulseEvidence(  # (positional: sensor_id, distance_m, then the features in order)
-                p.sensor_id,
-                distance,
-                (f := p.det.features).peak_db,
-                f.snr_db,
-                f.rise_time_ms,
-                f.duration_ms,
-                f.spectral_centroid_hz,
-            )
+            PulseEvidence(p.sensor_id, distance, *p.features)  # (positional, in field order)
             for distance, p in zip(distances.tolist(), members, strict=True)
         )
         cov = fix.covariance_m2
@@ -591,16 +601,16 @@ class ZoneEngine:
                 (float(cov[1, 0]), float(cov[1, 1])),
             ),
             radius95_m=fix.radius95_m,
-            detection_keys=tuple(sorted(detection_key(*p.det.key) for p in members)),
-            sensors_used=tuple(sorted(p.det.sensor_id for p in members)),
-            sensors_rejected=tuple(sorted(pool[i].det.sensor_id for i in assoc.rejected)),
+            detection_keys=tuple(sorted(detection_key(*p.key) for p in members)),
+            sensors_used=tuple(sorted(p.sensor_id for p in members)),
+            sensors_rejected=tuple(sorted(pool[i].sensor_id for i in assoc.rejected)),
             residual_rms_s=fix.rms_s,
-            first_received_at=min(p.det.received_at for p in members),
+            first_received_at=min(p.received_at for p in members),
             offsets=tuple(p.offset for p in members),
             evidence=evidence,
         )
         for p in members:
-            self._decide(p.det.key)
+            self._decide(p.key)
         inc, event = self._tracker.add_round(rnd)
         return _Decided(inc, event, evidence, fix.rms_s, now)
 

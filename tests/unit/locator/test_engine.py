@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -10,8 +12,9 @@ import pytest
 from services.locator.association import gate
 from services.locator.config import LocatorConfig
 from services.locator.engine import ZoneEngine, latest_versions
+from services.locator.evidence import Score, ShotEvidence
 from services.locator.simulate import build_array, scenario
-from shared.schemas import DetectionRecord, IncidentRecord
+from shared.schemas import AcousticFeatures, DetectionRecord, IncidentRecord
 from tests.unit.locator.conftest import (
     SENSORS,
     T0,
@@ -275,6 +278,48 @@ def test_adding_never_moves_a_held_retained_offset_only_polling_does(
             moved_by_polls += engine.min_retained_offset() != held
             held = engine.min_retained_offset()
     assert moved_by_polls > 10  # (the polls did move it: the check above was exercised)
+
+
+def test_the_engine_keeps_what_it_reads_of_a_detection_not_the_record(
+    scene: Scene, config: LocatorConfig
+) -> None:
+    # Why it matters: a held record is nine objects the garbage collector keeps walking; a
+    # dropped one is freed at once. What the engine copies must still reach the incident.
+    scored: list[ShotEvidence] = []
+
+    def scorer(evidence: ShotEvidence) -> Score:
+        scored.append(evidence)
+        return placeholder_scorer(evidence)
+
+    engine = ZoneEngine(ZONE, config, scorer)
+    shot = [  # (copies: the scene holds its own records)
+        d.model_copy(update={"features": AcousticFeatures(
+            peak_db=100.0 + i, snr_db=20.0 + i, rise_time_ms=1.0 + i, duration_ms=2.0 + i,
+            spectral_centroid_hz=900.0 + i,
+        )})
+        for i, d in enumerate(sorted(scene.shot(SOURCE, 1.0), key=lambda d: d.arrival_time))
+    ]
+    expected = {d.sensor_id: d.features for d in shot}
+    first_received = min(d.received_at for d in shot)
+    keys = sorted(f"{d.sensor_id}/{d.detection_id}" for d in shot)
+    refs = [weakref.ref(d) for d in shot]
+    for i, det in enumerate(shot):
+        engine.add(det, i, det.arrival_time)
+    del shot, det
+    gc.collect()
+    assert engine.pending_count() == len(refs)
+    assert all(ref() is None for ref in refs)  # every record freed while its pulse is held
+
+    (record,) = engine.flush()
+    assert record.first_detection_received_at == first_received
+    assert sorted(record.round_details[0].detection_keys) == keys
+    (evidence,) = scored
+    assert {p.sensor_id for p in evidence.pulses} == set(expected)
+    for p in evidence.pulses:
+        f = expected[p.sensor_id]
+        assert (p.peak_db, p.snr_db, p.rise_time_ms, p.duration_ms, p.spectral_centroid_hz) == (
+            f.peak_db, f.snr_db, f.rise_time_ms, f.duration_ms, f.spectral_centroid_hz
+        )
 
 
 def test_min_retained_offset_covers_open_windows_and_updatable_incidents(
