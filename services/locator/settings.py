@@ -85,7 +85,10 @@ class LocatorSettings(CommonSettings):
         default=0.2, ge=0, le=60, description="Least time between two offset commits, s"
     )
     health_interval_s: float = Field(
-        default=1.0, gt=0, description="How often sensor health is re-evaluated per zone"
+        default=10.0,
+        gt=0,
+        description="How often sensor health is re-evaluated per zone (at most; only zones that "
+        "located a round since). A drifting clock shows over many shots, not seconds",
     )
 
     # --- engine tuning (LocatorConfig) ---------------------------------------------------
