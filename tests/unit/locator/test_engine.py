@@ -14,7 +14,7 @@ from services.locator.config import LocatorConfig
 from services.locator.engine import ZoneEngine, latest_versions
 from services.locator.evidence import Score, ShotEvidence
 from services.locator.simulate import build_array, scenario
-from shared.schemas import AcousticFeatures, DetectionRecord, IncidentRecord
+from shared.schemas import AcousticFeatures, DetectionRecord, IncidentRecord, detection_key
 from tests.unit.locator.conftest import (
     SENSORS,
     T0,
@@ -301,7 +301,7 @@ def test_the_engine_keeps_what_it_reads_of_a_detection_not_the_record(
     ]
     expected = {d.sensor_id: d.features for d in shot}
     first_received = min(d.received_at for d in shot)
-    keys = sorted(f"{d.sensor_id}/{d.detection_id}" for d in shot)
+    keys = sorted(detection_key(*d.key) for d in shot)
     refs = [weakref.ref(d) for d in shot]
     for i, det in enumerate(shot):
         engine.add(det, i, det.arrival_time)
