@@ -523,7 +523,8 @@ class LocatorService:
         Why: at the tail of a live topic every fetch returns a few records, so fetching as
         fast as records arrive costs the broker a request (and this loop a step) per few
         records. A detection waits at most the interval in the client's buffer; windows are
-        still closed at their deadlines, which lie far later than the interval.
+        still closed at their deadlines, which lie far later than the interval (by at least
+        ``ingest_lateness_s``).
         """
         assert self._consumer is not None
         hold_s = self._fetched_at + self.settings.fetch_interval_ms / 1000 - time.monotonic()

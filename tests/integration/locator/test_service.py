@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
@@ -12,6 +13,7 @@ from aiokafka.errors import KafkaTimeoutError
 
 from services.locator import metrics
 from shared.geo import haversine_m
+from shared.kafka import build_producer, encode
 from shared.schemas import detection_key
 from tests.conftest import Topics
 from tests.integration.locator.conftest import (
@@ -317,3 +319,42 @@ async def eventually_committed(
         if time.monotonic() > deadline:
             raise AssertionError(f"committed {committed}, expected {offset}")
         await asyncio.sleep(0.1)
+
+
+async def test_fetches_are_spaced_by_the_fetch_interval_and_every_record_is_still_read(
+    kafka_bootstrap: str, topics: Topics, start_locator
+) -> None:
+    # A live tail: detections arrive one at a time, every 40 ms. Fetching as fast as they
+    # come would cost the broker a request (and the loop a step) per record; with the
+    # interval at 250 ms the loop takes them a few at a time, at most once per interval.
+    shots = simulate_zone("zone-fetch", ["burst"], start=past(1), seed=5)
+    service = await start_locator(fetch_interval_ms=250)
+    returned_at: list[float] = []  # monotonic instants of fetches that returned records
+    read = 0
+    getmany = service._consumer.getmany
+
+    async def timed_getmany(*args: object, **kwargs: object):
+        nonlocal read
+        batch = await getmany(*args, **kwargs)
+        if batch:
+            returned_at.append(time.monotonic())
+            read += sum(len(records) for records in batch.values())
+        return batch
+
+    service._consumer.getmany = timed_getmany
+    producer = build_producer(kafka_bootstrap, client_id="test-tail", linger_ms=0)
+    await producer.start()
+    try:
+        for detection in shots.detections:
+            await producer.send_and_wait(
+                topics.detections, encode(detection), key=detection.zone.encode(), partition=1
+            )
+            await asyncio.sleep(0.04)
+    finally:
+        await producer.stop()
+    await eventually(lambda: read == len(shots.detections), what="every detection read")
+
+    assert len(shots.detections) >= 10
+    gaps = [b - a for a, b in itertools.pairwise(returned_at)]
+    assert gaps and min(gaps) >= 0.24, gaps
+    assert len(returned_at) < len(shots.detections) / 2  # a few records per fetch
