@@ -321,6 +321,31 @@ async def eventually_committed(
         await asyncio.sleep(0.1)
 
 
+class _FetchLog:
+    """What the service's consumer returned: when (monotonic) each non-empty fetch came back,
+    and how many records all of them held."""
+
+    def __init__(self) -> None:
+        self.returned_at: list[float] = []
+        self.read = 0
+
+
+def _watch_fetches(service) -> _FetchLog:
+    """Wraps the service's real consumer's ``getmany`` to log its non-empty fetches."""
+    log = _FetchLog()
+    getmany = service._consumer.getmany
+
+    async def timed_getmany(*args: object, **kwargs: object):
+        batch = await getmany(*args, **kwargs)
+        if batch:
+            log.returned_at.append(time.monotonic())
+            log.read += sum(len(records) for records in batch.values())
+        return batch
+
+    service._consumer.getmany = timed_getmany
+    return log
+
+
 async def test_fetches_are_spaced_by_the_fetch_interval_and_every_record_is_still_read(
     kafka_bootstrap: str, topics: Topics, start_locator
 ) -> None:
@@ -329,19 +354,7 @@ async def test_fetches_are_spaced_by_the_fetch_interval_and_every_record_is_stil
     # interval at 250 ms the loop takes them a few at a time, at most once per interval.
     shots = simulate_zone("zone-fetch", ["burst"], start=past(1), seed=5)
     service = await start_locator(fetch_interval_ms=250)
-    returned_at: list[float] = []  # monotonic instants of fetches that returned records
-    read = 0
-    getmany = service._consumer.getmany
-
-    async def timed_getmany(*args: object, **kwargs: object):
-        nonlocal read
-        batch = await getmany(*args, **kwargs)
-        if batch:
-            returned_at.append(time.monotonic())
-            read += sum(len(records) for records in batch.values())
-        return batch
-
-    service._consumer.getmany = timed_getmany
+    fetches = _watch_fetches(service)
     producer = build_producer(kafka_bootstrap, client_id="test-tail", linger_ms=0)
     await producer.start()
     try:
@@ -352,12 +365,12 @@ async def test_fetches_are_spaced_by_the_fetch_interval_and_every_record_is_stil
             await asyncio.sleep(0.04)
     finally:
         await producer.stop()
-    await eventually(lambda: read == len(shots.detections), what="every detection read")
+    await eventually(lambda: fetches.read == len(shots.detections), what="every detection read")
 
     assert len(shots.detections) >= 10
-    gaps = [b - a for a, b in itertools.pairwise(returned_at)]
+    gaps = [b - a for a, b in itertools.pairwise(fetches.returned_at)]
     assert gaps and min(gaps) >= 0.24, gaps
-    assert len(returned_at) < len(shots.detections) / 2  # a few records per fetch
+    assert len(fetches.returned_at) < len(shots.detections) / 2  # a few records per fetch
 
 
 async def test_a_backlog_is_read_without_waiting_out_the_fetch_interval(
@@ -368,22 +381,10 @@ async def test_a_backlog_is_read_without_waiting_out_the_fetch_interval(
     shots = simulate_zone("zone-backlog", ["burst", "burst"], start=past(30), seed=6)
     await produce(kafka_bootstrap, topics.detections, shots.detections[:40], partition=0)
     service = await start_locator(fetch_interval_ms=250, max_poll_records=5)
-    returned_at: list[float] = []
-    read = 0
-    getmany = service._consumer.getmany
-
-    async def timed_getmany(*args: object, **kwargs: object):
-        nonlocal read
-        batch = await getmany(*args, **kwargs)
-        if batch:
-            returned_at.append(time.monotonic())
-            read += sum(len(records) for records in batch.values())
-        return batch
-
-    service._consumer.getmany = timed_getmany
-    await eventually(lambda: read >= 40 - 5, what="the backlog read")  # (the first fetch may
-    # have come before the wrapper)
+    fetches = _watch_fetches(service)
+    # (The first fetch may have come back before the wrapper was in place.)
+    await eventually(lambda: fetches.read >= 40 - 5, what="the backlog read")
     assert len(shots.detections) >= 40
-    full_batches = returned_at[:-1]  # (the last may be short)
+    full_batches = fetches.returned_at[:-1]  # (the last may be short)
     gaps = [b - a for a, b in itertools.pairwise(full_batches)]
     assert gaps and max(gaps) < 0.2, gaps
