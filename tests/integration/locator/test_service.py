@@ -6,12 +6,15 @@ import asyncio
 import itertools
 import logging
 import time
+from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
+from aiokafka.structs import ConsumerRecord
 
 from services.locator import metrics
+from services.locator.service import LocatorService
 from shared.geo import haversine_m
 from shared.kafka import build_producer, encode
 from shared.schemas import detection_key
@@ -321,21 +324,24 @@ async def eventually_committed(
         await asyncio.sleep(0.1)
 
 
+@dataclass
 class _FetchLog:
     """What the service's consumer returned: when (monotonic) each non-empty fetch came back,
     and how many records all of them held."""
 
-    def __init__(self) -> None:
-        self.returned_at: list[float] = []
-        self.read = 0
+    returned_at: list[float] = field(default_factory=list)
+    read: int = 0
 
 
-def _watch_fetches(service) -> _FetchLog:
+def _watch_fetches(service: LocatorService) -> _FetchLog:
     """Wraps the service's real consumer's ``getmany`` to log its non-empty fetches."""
+    assert service._consumer is not None
     log = _FetchLog()
     getmany = service._consumer.getmany
 
-    async def timed_getmany(*args: object, **kwargs: object):
+    async def timed_getmany(
+        *args: object, **kwargs: object
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
         batch = await getmany(*args, **kwargs)
         if batch:
             log.returned_at.append(time.monotonic())
