@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.dispatch import metrics as dispatch_metrics
 from services.dispatch import store
 from services.dispatch.routing import validate_geofence
 from services.dispatch.settings import DispatchSettings
@@ -550,7 +551,7 @@ def create_app(state: ApiState) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        body, content_type = metrics_response()
+        body, content_type = metrics_response(dispatch_metrics.REGISTRY)
         return Response(body, media_type=content_type)
 
     alert_schema, alert_defs = _openapi_alert_schema(_alert_schema())

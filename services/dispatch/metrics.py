@@ -2,6 +2,11 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.metrics import service_registry
+
+#: This service's metrics only (its ``/metrics``); see :func:`shared.metrics.service_registry`.
+REGISTRY = service_registry()
+
 _FAST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _E2E = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300)
 
@@ -9,62 +14,76 @@ INCIDENTS_CONSUMED = Counter(
     "shotline_dispatch_incidents_consumed_total",
     "Incident records consumed, by result",
     ["result"],  # stored, duplicate, stale, poison
+    registry=REGISTRY,
 )
 DELIVERIES_CREATED = Counter(
     "shotline_dispatch_outbox_rows_total",
     "Outbox rows written, by channel",
     ["channel"],
+    registry=REGISTRY,
 )
 SAME_SHOT = Counter(
     "shotline_dispatch_same_shot_incidents_total",
     "Incident versions stored that another zone's incident already reported (one shot heard "
     "across a zone boundary); subscribers alerted to that one are not alerted again",
+    registry=REGISTRY,
 )
 DELIVERIES = Counter(
     "shotline_dispatch_deliveries_total",
     "Delivery attempts finished, by resulting status and channel",
     ["status", "channel"],  # delivered, retry, failed, dead, deferred
+    registry=REGISTRY,
 )
 ATTEMPT_DURATION = Histogram(
     "shotline_dispatch_attempt_duration_seconds",
     "Duration of one delivery attempt (HTTP request to the receiver)",
     ["channel"],
     buckets=_FAST,
+    registry=REGISTRY,
 )
 DEAD_LETTERS = Gauge(
     "shotline_dispatch_dead_letters",
     "Deliveries in the dead-letter state (refreshed periodically)",
+    registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge(
     "shotline_dispatch_queue_depth",
     "Pending deliveries (refreshed periodically)",
+    registry=REGISTRY,
 )
-IN_FLIGHT = Gauge("shotline_dispatch_in_flight", "Deliveries being sent by this instance")
+IN_FLIGHT = Gauge(
+    "shotline_dispatch_in_flight", "Deliveries being sent by this instance", registry=REGISTRY
+)
 SHOT_TO_ACK = Histogram(
     "shotline_dispatch_shot_to_ack_seconds",
     "End to end: first shot's emission time to the receiver's acknowledgement",
     ["channel"],
     buckets=_E2E,
+    registry=REGISTRY,
 )
 DETECTION_TO_ACK = Histogram(
     "shotline_dispatch_detection_to_ack_seconds",
     "First detection received by ingest to the receiver's acknowledgement",
     ["channel"],
     buckets=_E2E,
+    registry=REGISTRY,
 )
 CONSUMED_TO_ACK = Histogram(
     "shotline_dispatch_consumed_to_ack_seconds",
     "Incident version stored by dispatch to the receiver's acknowledgement",
     ["channel"],
     buckets=_FAST,
+    registry=REGISTRY,
 )
 BREAKER_STATE = Gauge(
     "shotline_dispatch_breaker_state",
     "Circuit breaker per endpoint: 0 closed, 1 half-open, 2 open",
     ["endpoint"],
+    registry=REGISTRY,
 )
 SUBSCRIPTIONS_DISABLED = Counter(
     "shotline_dispatch_subscriptions_disabled_total",
     "Subscriptions disabled automatically (e.g. 410 Gone), by reason",
     ["reason"],
+    registry=REGISTRY,
 )

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from services.ingest import metrics as ingest_metrics
 from services.ingest.registry import touch_last_seen
 from services.ingest.routes import router
 from services.ingest.settings import IngestSettings
@@ -104,7 +105,7 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        body, content_type = metrics_response()
+        body, content_type = metrics_response(ingest_metrics.REGISTRY)
         return Response(body, media_type=content_type)
 
     @app.exception_handler(RequestValidationError)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from services.ingest import metrics
 from services.ingest.settings import IngestSettings
 from services.ingest.validation import RecentDetections, TokenBucket
 from shared.clock import Clock
@@ -35,5 +37,7 @@ class IngestState:
         Raises KafkaError (or is cancelled by the caller's timeout) if any is not acked.
         """
         topic, key = self.settings.detections_topic, zone.encode()
+        handed = time.perf_counter()
         futures = [await self.producer.send(topic, value, key=key) for value in values]
         await asyncio.gather(*futures)
+        metrics.ACK_LATENCY.observe(time.perf_counter() - handed)

@@ -316,8 +316,7 @@ class LocatorService:
         self.config = settings.locator_config()
         #: See poll_clock: half the part of a deadline no pulse of its window needs.
         self._settle = timedelta(
-            seconds=max(0.0, self.config.window_margin_s - self.config.association_tolerance_s)
-            / 2
+            seconds=max(0.0, self.config.window_margin_s - self.config.association_tolerance_s) / 2
         )
         self._bootstrap = bootstrap_servers
         self._scorer = scorer
@@ -426,7 +425,9 @@ class LocatorService:
         try:
             await self._consumer.start()
             if s.metrics_port >= 0:
-                self._metrics_server = MetricsServer(s.metrics_host, s.metrics_port)
+                self._metrics_server = MetricsServer(
+                    s.metrics_host, s.metrics_port, metrics.REGISTRY
+                )
                 self._metrics_server.start()
         except BaseException:
             await self._close_clients()
@@ -723,8 +724,12 @@ class LocatorService:
                 # A partition replaying a backlog closes windows by its event clock, which
                 # is behind: its due-by-wall-clock windows stay queued, untouched.
                 at = poll_clock(
-                    now, part.event_clock, caught_up=caught_up, paused=self._paused,
-                    caught_up_at=part.caught_up_at, settle=self._settle,
+                    now,
+                    part.event_clock,
+                    caught_up=caught_up,
+                    paused=self._paused,
+                    caught_up_at=part.caught_up_at,
+                    settle=self._settle,
                 )
                 at_ts = at.timestamp()
                 while heap and heap[0][0] <= at_ts:

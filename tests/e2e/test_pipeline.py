@@ -14,12 +14,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from prometheus_client import REGISTRY
 from rich.console import Console
 
 from services.demo import DemoReceiver, array_geofence, register_array, subscribe
+from services.dispatch import metrics as dispatch_metrics
 from services.dispatch.settings import DispatchSettings
 from services.ingest.settings import IngestSettings
+from services.locator import metrics as locator_metrics
 from services.locator.settings import LocatorSettings
 from services.locator.simulate import build_array, scenario, to_detection_in
 from services.pipeline import Pipeline, PipelineSettings
@@ -90,7 +91,8 @@ def _stages() -> dict[str, float]:
     for label, name in names.items():
         totals[label] = sum(
             sample.value
-            for metric in REGISTRY.collect()
+            for registry in (locator_metrics.REGISTRY, dispatch_metrics.REGISTRY)
+            for metric in registry.collect()
             for sample in metric.samples
             if sample.name == name
         )
@@ -147,3 +149,37 @@ async def test_a_shot_heard_by_the_array_reaches_the_cad_once_and_signed(
     finally:
         await cad.stop()
         await elsewhere.stop()
+
+
+async def test_each_services_metrics_endpoint_shows_only_that_service(
+    kafka_bootstrap: str, database_url: str, topics: Topics
+) -> None:
+    """Under one process (``shotline run``) a scrape of ingest must not count dispatch's or
+    the locator's series too: Prometheus adds up the three jobs, so every dashboard sum
+    would be three times the truth."""
+    settings = _settings(topics)
+    settings.locator = settings.locator.model_copy(update={"metrics_port": 0})
+    running = Pipeline(settings, kafka_bootstrap, database_url)
+    await running.start()
+    try:
+        locator = running.services["locator"]
+        async with httpx.AsyncClient(timeout=10) as http:
+            pages = {
+                "ingest": (await http.get(f"{running.ingest_url}/metrics")).text,
+                "dispatch": (await http.get(f"{running.dispatch_url}/metrics")).text,
+                "locator": (
+                    await http.get(f"http://127.0.0.1:{locator.metrics_port}/metrics")  # type: ignore[attr-defined]
+                ).text,
+            }
+    finally:
+        await running.stop(10)
+    for service, page in pages.items():
+        families = {
+            line.split()[2] for line in page.splitlines() if line.startswith("# TYPE shotline_")
+        }
+        assert families, f"{service} exposes none of its metrics"
+        assert all(f.startswith(f"shotline_{service}_") for f in families), (
+            service,
+            sorted(f for f in families if not f.startswith(f"shotline_{service}_")),
+        )
+        assert "process_cpu_seconds_total" in page  # the process figures stay on each

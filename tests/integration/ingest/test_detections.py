@@ -309,3 +309,33 @@ async def test_migrations_apply_to_an_empty_database_and_rerun(empty_database_ur
         assert await conn.fetchval("SELECT count(*) FROM sensors") == 0
     finally:
         await conn.close()
+
+
+def _sample(exposition: str, name: str) -> float:
+    """The value of an unlabelled sample in a /metrics text (0 when absent)."""
+    for line in exposition.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_every_accepted_batch_observes_kafkas_ack_time(start_ingest, register, client):
+    """shotline_ingest_kafka_ack_seconds (IngestSlowAcks' input) counts one observation per
+    batch handed to Kafka, and none for a request that sent nothing."""
+    sensor = await register("s-1")
+    ingest = await start_ingest(clock=FrozenClock(NOW))
+    before = await client.get(f"{ingest.url}/metrics")
+    count_before = _sample(before.text, "shotline_ingest_kafka_ack_seconds_count")
+    for n in (1, 2):
+        batch = {"detections": [detection("s-1", n), detection("s-1", n + 10)]}
+        answer = await client.post(
+            f"{ingest.url}/v1/detections", json=batch, headers=sensor.headers
+        )
+        assert answer.status_code == 202, answer.text
+    duplicate = {"detections": [detection("s-1", 1)]}  # nothing new: nothing sent to Kafka
+    assert (
+        await client.post(f"{ingest.url}/v1/detections", json=duplicate, headers=sensor.headers)
+    ).json()["duplicate"] == 1
+    after = (await client.get(f"{ingest.url}/metrics")).text
+    assert _sample(after, "shotline_ingest_kafka_ack_seconds_count") - count_before == 2
+    assert 0 < _sample(after, "shotline_ingest_kafka_ack_seconds_sum") < 10
