@@ -42,7 +42,8 @@ ALERT_SCHEMA_PATH = Path(__file__).with_name("schemas") / "alert.schema.json"
 Evidence = Literal["casings", "victim", "witness", "none"]
 Format = Literal["json", "cap", "eido"]
 Channel = Literal["webhook", "push"]
-DeliveryStatus = Literal["pending", "delivered", "failed", "dead"]
+#: ``undelivered`` = ``failed`` or ``dead``: one view of what did not arrive.
+DeliveryStatus = Literal["pending", "delivered", "failed", "dead", "undelivered"]
 
 
 @dataclass
@@ -219,7 +220,9 @@ class OutcomeIn(_In):
 
 
 class ReplayFilter(_In):
-    status: Literal["dead", "failed"] = "dead"
+    status: Literal["dead", "failed", "undelivered"] = Field(
+        default="undelivered", description="undelivered = dead and failed: all that did not arrive"
+    )
     subscription_id: str | None = None
     incident_id: str | None = None
     since: UtcTime | None = Field(default=None, description="Created at or after")
@@ -349,7 +352,9 @@ async def update_subscription(
 async def disable_subscription(subscription_id: str, state: StateDep) -> dict[str, Any]:
     """Stop alerting this subscriber; its pending deliveries are marked failed."""
     async with state.pool.acquire() as conn, conn.transaction():
-        sub = await store.disable_subscription(conn, subscription_id, "disabled by an operator")
+        sub = await store.disable_subscription(
+            conn, subscription_id, store.OPERATOR_DISABLED
+        )
         if sub is None:
             raise _not_found("subscription", subscription_id)
         await store.fail_pending_of(conn, subscription_id, "subscription disabled")
@@ -397,7 +402,8 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after_id: Annotated[int, Query(ge=0, description="Page: ids greater than this")] = 0,
 ) -> list[dict[str, Any]]:
-    """Deliveries, oldest first; ``status=dead`` lists the dead letters."""
+    """Deliveries, oldest first; ``status=undelivered`` lists what did not arrive (failed
+    and dead), ``status=dead`` the dead letters alone."""
     return await store.list_deliveries(
         state.pool,
         status=status,
@@ -419,7 +425,8 @@ async def get_delivery(delivery_id: int, state: StateDep) -> dict[str, Any]:
 
 @v1.post("/deliveries/replay", tags=["deliveries"])
 async def replay_many(body: ReplayFilter, state: StateDep) -> dict[str, Any]:
-    """Replay every matching dead (or failed) delivery; each keeps its webhook-id."""
+    """Replay every matching undelivered (dead and failed; or one of them) delivery; each
+    keeps its webhook-id."""
     ids = await store.replay(
         state.pool,
         status=body.status,

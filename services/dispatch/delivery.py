@@ -36,7 +36,7 @@ import httpcore
 import httpx
 import orjson
 
-from services.dispatch import formats, metrics, store
+from services.dispatch import formats, metrics, slo, store
 from services.dispatch.breaker import CircuitBreaker
 from services.dispatch.model import push_target_from_json
 from services.dispatch.push import HttpRequest, fcm, send, webpush
@@ -338,6 +338,7 @@ class DeliveryWorkers:
                 by_status = await store.counts(self.pool)
                 metrics.QUEUE_DEPTH.set(by_status.get("pending", 0))
                 metrics.DEAD_LETTERS.set(by_status.get("dead", 0))
+                await slo.refresh(self.pool, self.clock())
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
                 log.warning("could not refresh delivery gauges", exc_info=True)
             await asyncio.sleep(5.0)
@@ -424,7 +425,7 @@ class DeliveryWorkers:
         status_code, error = _describe(outcome)
         if isinstance(decision, Delivered):
             await self._finish(d, "delivered", None, status_code, None, duration, started, finished)
-            self._observe_latency(d, finished)
+            await self._observe_latency(d, finished)
         elif isinstance(decision, Retry):
             await self._finish(
                 d, "retry", decision.at, status_code, error, duration, started, finished
@@ -506,8 +507,19 @@ class DeliveryWorkers:
             "subscription disabled", extra={"subscription_id": d.subscription_id, "reason": reason}
         )
 
-    def _observe_latency(self, d: store.ClaimedDelivery, acked: datetime) -> None:
+    async def _observe_latency(self, d: store.ClaimedDelivery, acked: datetime) -> None:
         record = d.record
+        try:
+            due = slo.due_at(d.event, record)
+        except (KeyError, ValueError):
+            pass
+        else:
+            try:
+                await slo.observe_acknowledged(
+                    self.pool, d.delivery_id, d.event, d.channel, (acked - due).total_seconds()
+                )
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                log.warning("could not record the SLO event", exc_info=True)
         try:
             shot = datetime.fromisoformat(record["shot_time"].replace("Z", "+00:00"))
             first = datetime.fromisoformat(

@@ -87,3 +87,44 @@ SUBSCRIPTIONS_DISABLED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+
+# --- the shot-to-alert SLO (services.dispatch.slo) -------------------------------------------
+
+_SLI = (1, 2, 3, 5, 10, 15, 20, 30, 45, 60, 90, 120, 300, 900, 3600)
+
+ALERT_LATENCY = Histogram(
+    "shotline_dispatch_alert_latency_seconds",
+    "The SLI: shot to the receiver's acknowledgement. kind=first: a subscriber's first alert "
+    "of an incident, from its first shot; kind=update: a later one, from the round that "
+    "caused it",
+    ["kind", "channel"],
+    buckets=_SLI,
+    registry=REGISTRY,
+)
+SLO_EVENTS = Counter(
+    "shotline_dispatch_slo_events_total",
+    "Alerts judged against the 60 s SLO, each once: good = acknowledged within 60 s of its "
+    "shot; bad = not acknowledged 60 s after it (counted then, delivered or not)",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
+OLDEST_UNDELIVERED = Gauge(
+    "shotline_dispatch_oldest_undelivered_alert_seconds",
+    "Per subscription: age (from its shot) of the oldest alert that did not arrive "
+    "(pending, failed or dead); absent when every alert arrived",
+    ["subscription_id"],
+    registry=REGISTRY,
+)
+UNDELIVERED = Gauge(
+    "shotline_dispatch_undelivered_alerts",
+    "Per subscription: alerts that did not arrive (pending, failed or dead)",
+    ["subscription_id"],
+    registry=REGISTRY,
+)
+SUBSCRIPTION_DISABLED = Gauge(
+    "shotline_dispatch_subscription_disabled",
+    "1 per subscription that dispatch switched off itself (its receiver answered 410 Gone); "
+    "one an operator disabled is not listed",
+    ["subscription_id"],
+    registry=REGISTRY,
+)

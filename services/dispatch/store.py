@@ -734,9 +734,11 @@ async def list_deliveries(
     limit: int = 100,
     after_id: int = 0,
 ) -> list[dict[str, Any]]:
+    """Deliveries by id; ``status="undelivered"`` = failed and dead (what did not arrive)."""
     rows = await conn.fetch(
         f"""SELECT {_DELIVERY_COLUMNS} FROM dispatch_deliveries
-            WHERE ($1::text IS NULL OR status = $1)
+            WHERE ($1::text IS NULL OR status = $1
+                   OR ($1 = 'undelivered' AND status IN ('failed', 'dead')))
               AND ($2::text IS NULL OR subscription_id = $2)
               AND ($3::text IS NULL OR incident_id = $3)
               AND delivery_id > $5
@@ -778,7 +780,8 @@ async def replay(
 ) -> list[int]:
     """Make matching dead/failed rows due now with a fresh retry budget; same webhook-id.
 
-    Only rows whose subscription is active are replayed. Returns the replayed ids.
+    ``status``: ``dead``, ``failed`` or ``undelivered`` (both: what did not arrive). Only
+    rows whose subscription is active are replayed. Returns the replayed ids.
     """
     rows = await conn.fetch(
         """UPDATE dispatch_deliveries d SET
@@ -787,7 +790,7 @@ async def replay(
              first_attempt_at = NULL
            FROM dispatch_subscriptions s
            WHERE s.subscription_id = d.subscription_id AND s.status = 'active'
-             AND d.status = $2 AND d.status IN ('dead', 'failed')
+             AND (d.status = $2 OR $2 = 'undelivered') AND d.status IN ('dead', 'failed')
              AND ($1::bigint IS NULL OR d.delivery_id = $1)
              AND ($3::text IS NULL OR d.subscription_id = $3)
              AND ($4::text IS NULL OR d.incident_id = $4)
@@ -918,3 +921,81 @@ async def incident_exists(conn: Conn, incident_id: str) -> bool:
 
 async def ping(conn: Conn) -> None:
     await conn.fetchval("SELECT 1")
+
+
+# --------------------------------------------------------------------------------------------
+# The shot-to-alert SLO (see services.dispatch.slo)
+# --------------------------------------------------------------------------------------------
+
+#: Rows that did not (yet) arrive: still being tried, refused for good, or dead-lettered.
+UNDELIVERED = ("pending", "failed", "dead")
+
+#: When an alert was due: a subscriber's first message of an incident from its first shot,
+#: any later one from the latest round (the round that caused it).
+_ALERT_DUE_AT = """CASE WHEN d.event = 'created'
+        THEN (v.record->>'shot_time')::timestamptz
+        ELSE (v.record->>'last_shot_time')::timestamptz END"""
+
+#: Subscriptions an operator switched off on purpose: their rows no longer page anyone.
+OPERATOR_DISABLED = "disabled by an operator"
+
+
+@dataclass(frozen=True)
+class UndeliveredAge:
+    subscription_id: str
+    oldest_due_at: datetime
+    undelivered: int
+
+
+async def oldest_undelivered(conn: Conn) -> list[UndeliveredAge]:
+    """Per subscription (but those an operator disabled), the due time of its oldest alert
+    that did not arrive (pending, failed or dead) and how many there are."""
+    rows = await conn.fetch(
+        f"""SELECT d.subscription_id, min({_ALERT_DUE_AT}) AS oldest, count(*) AS n
+            FROM dispatch_deliveries d
+            JOIN dispatch_incident_versions v USING (incident_id, version)
+            JOIN dispatch_subscriptions s USING (subscription_id)
+            WHERE d.status = ANY($1::text[])
+              AND (s.status = 'active' OR s.disabled_reason IS DISTINCT FROM $2)
+            GROUP BY d.subscription_id""",
+        list(UNDELIVERED),
+        OPERATOR_DISABLED,
+    )
+    return [UndeliveredAge(r["subscription_id"], r["oldest"], int(r["n"])) for r in rows]
+
+
+async def mark_slo_breaches(conn: Conn, *, slo_s: float) -> list[str]:
+    """Mark every undelivered row whose alert is more than ``slo_s`` past due as breached
+    (once); returns the events of the rows marked now (``created`` = a first alert)."""
+    rows = await conn.fetch(
+        f"""UPDATE dispatch_deliveries d SET slo_breached_at = now()
+            FROM dispatch_incident_versions v
+            WHERE v.incident_id = d.incident_id AND v.version = d.version
+              AND d.slo_breached_at IS NULL AND d.status = ANY($1::text[])
+              AND {_ALERT_DUE_AT} < now() - make_interval(secs => $2)
+            RETURNING d.event""",
+        list(UNDELIVERED),
+        slo_s,
+    )
+    return [r["event"] for r in rows]
+
+
+async def mark_slo_breach(conn: Conn, delivery_id: int) -> bool:
+    """Mark one (late) row breached; False if it was already counted."""
+    marked = await conn.fetchval(
+        """UPDATE dispatch_deliveries SET slo_breached_at = now()
+           WHERE delivery_id = $1 AND slo_breached_at IS NULL RETURNING delivery_id""",
+        delivery_id,
+    )
+    return marked is not None
+
+
+async def disabled_by_receivers(conn: Conn) -> list[tuple[str, str]]:
+    """(subscription id, reason) of subscriptions switched off by dispatch itself (a 410)."""
+    rows = await conn.fetch(
+        """SELECT subscription_id, coalesce(disabled_reason, '') AS reason
+           FROM dispatch_subscriptions
+           WHERE status = 'disabled' AND disabled_reason IS DISTINCT FROM $1""",
+        OPERATOR_DISABLED,
+    )
+    return [(r["subscription_id"], r["reason"]) for r in rows]
