@@ -192,6 +192,10 @@ class IncidentConsumer:
                 for message in messages:
                     await self.handle(message)
                     self.commits.advance(tp, message.offset + 1)
+                high = self.consumer.highwater(tp)
+                if high is not None and messages:  # records on the topic not yet read
+                    lag = max(0, high - (messages[-1].offset + 1))
+                    metrics.CONSUMER_LAG.labels(str(tp.partition)).set(lag)
             await self.commits.commit(self.consumer)
 
     async def handle(self, message: ConsumerRecord) -> str:

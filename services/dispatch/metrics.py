@@ -75,6 +75,12 @@ CONSUMED_TO_ACK = Histogram(
     buckets=_FAST,
     registry=REGISTRY,
 )
+CONSUMER_LAG = Gauge(
+    "shotline_dispatch_consumer_lag",
+    "Records on the incidents topic not yet consumed, per partition (after each fetch)",
+    ["partition"],
+    registry=REGISTRY,
+)
 BREAKER_STATE = Gauge(
     "shotline_dispatch_breaker_state",
     "Circuit breaker per endpoint: 0 closed, 1 half-open, 2 open",

@@ -50,9 +50,16 @@ def _known_env_names() -> set[str]:
 
 def test_every_part_of_the_system_is_a_service() -> None:
     services = COMPOSE["services"]
-    assert {"kafka", "postgres", "ingest", "locator", "dispatch", "prometheus", "grafana"} <= set(
-        services
-    )
+    assert {
+        "kafka",
+        "postgres",
+        "ingest",
+        "locator",
+        "dispatch",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    } <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["postgres"]["image"].startswith("postgres:")
     for name in ("ingest", "locator", "dispatch"):
@@ -83,7 +90,8 @@ def test_prometheus_scrapes_every_service_port_that_compose_exposes() -> None:
 
 
 needs_promtool = pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool not installed (apt install prometheus)"
+    shutil.which("promtool") is None,
+    reason="promtool not installed (apt install prometheus; make test does it as root)",
 )
 
 
@@ -103,6 +111,91 @@ def test_the_alert_rules_fire_as_their_unit_tests_say() -> None:
     """deploy/prometheus/rules_test.yml: e.g. a locator above 50 ms p99 for 10 minutes is
     ticketed, with Kafka's ack p99 recorded beside it."""
     promtool("test", "rules", str(ROOT / "deploy/prometheus/rules_test.yml"))
+
+
+RULES = yaml.safe_load((ROOT / "deploy/prometheus/rules.yml").read_text())
+ALERTS = {
+    rule["alert"]: rule for group in RULES["groups"] for rule in group["rules"] if "alert" in rule
+}
+ALERTMANAGER = ROOT / "deploy/alertmanager/alertmanager.yml"
+
+
+def test_the_alerts_an_sre_needs_exist_and_page():
+    """A service down, consumer lag, an open breaker, a subscription disabled by its
+    receiver, alerts undelivered past the SLO and dead letters each page a human."""
+    pages = {
+        "ServiceDown": "up",
+        "LocatorConsumerLag": "shotline_locator_consumer_lag",
+        "DispatchConsumerLag": "shotline_dispatch_consumer_lag",
+        "DeliveryCircuitOpen": "shotline_dispatch_breaker_state",
+        "SubscriptionDisabled": "shotline_dispatch_subscription_disabled",
+        "UndeliveredAlertsOlderThan60s": "shotline_dispatch_oldest_undelivered_alert_seconds",
+        "ShotToAlertSLOBreached": "shotline_dispatch_slo_events_total",
+        "DeadLettersPresent": "shotline_dispatch_dead_letters",
+    }
+    for alert, metric in pages.items():
+        assert alert in ALERTS, alert
+        assert metric in ALERTS[alert]["expr"], alert
+        assert ALERTS[alert]["labels"]["severity"] == "page", alert
+    for name, rule in ALERTS.items():
+        assert rule["labels"]["severity"] in ("page", "ticket"), name
+
+
+def test_every_alert_has_a_rule_unit_test_in_which_it_fires():
+    tests = yaml.safe_load((ROOT / "deploy/prometheus/rules_test.yml").read_text())["tests"]
+    fired = {
+        case["alertname"]
+        for test in tests
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    assert set(ALERTS) - fired == set(), "alerts without a unit test that makes them fire"
+
+
+def test_prometheus_sends_alerts_to_the_alertmanager_of_compose():
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = [
+        t
+        for am in prom["alerting"]["alertmanagers"]
+        for c in am["static_configs"]
+        for t in c["targets"]
+    ]
+    assert targets == ["alertmanager:9093"]
+    assert COMPOSE["services"]["alertmanager"]["ports"] == ["9093:9093"]
+
+
+needs_amtool = pytest.mark.skipif(
+    shutil.which("amtool") is None,
+    reason="amtool not installed (apt install prometheus-alertmanager; make test does it as root)",
+)
+
+
+def amtool(*args: str) -> str:
+    result = subprocess.run(["amtool", *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@needs_amtool
+def test_amtool_accepts_the_alertmanager_config():
+    amtool("check-config", str(ALERTMANAGER))
+
+
+@needs_amtool
+def test_every_page_reaches_the_pager_and_every_ticket_the_queue():
+    """Routed as Alertmanager itself routes them (amtool config routes test), with the
+    labels each alert carries."""
+    for name, rule in ALERTS.items():
+        severity = rule["labels"]["severity"]
+        receiver = amtool(
+            "config",
+            "routes",
+            "test",
+            f"--config.file={ALERTMANAGER}",
+            f"alertname={name}",
+            f"severity={severity}",
+        ).strip()
+        assert receiver == {"page": "page", "ticket": "ticket"}[severity], (name, receiver)
 
 
 def _defined_metric_names() -> set[str]:
