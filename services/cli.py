@@ -102,6 +102,21 @@ def run(
     run_pipeline(demo=demo, demo_every_s=demo_every_s)
 
 
+@app.command()
+@operator_errors
+def infra() -> None:
+    """Run the embedded broker and database alone, for services started one by one.
+
+    In other terminals (same directory, or the same SHOTLINE_DATA_DIR), `shotline ingest`,
+    `shotline locator` and `shotline dispatch` find and join them (a state file in the data
+    directory). Without it, or `shotline run`, or KAFKA_BOOTSTRAP_SERVERS, they refuse to
+    start rather than accept detections into a broker no other service reads.
+    """
+    from services.runner import run_infra
+
+    run_infra()
+
+
 @sensors_app.command("add")
 @operator_errors
 def sensors_add(

@@ -67,17 +67,10 @@ class DemoReceiver:
         self._task: asyncio.Task[None] | None = None
 
     def _show(self, alert: dict[str, Any], webhook_id: str) -> None:
-        loc = alert.get("location", {})
-        latency = ""
-        if alert.get("shot_time"):
-            shot = datetime.fromisoformat(alert["shot_time"].replace("Z", "+00:00"))
-            latency = f", {(datetime.now(UTC) - shot).total_seconds():.1f} s after the shot"
-        self.console.print(
-            f"[bold green]ALERT[/] {alert.get('event', '?')} v{alert.get('version', '?')} "
-            f"{alert.get('classification', '?')} p={alert.get('gunfire_probability', 0):.2f} "
-            f"rounds={alert.get('rounds', '?')} at {loc.get('lat', 0):.5f},{loc.get('lon', 0):.5f} "
-            f"±{loc.get('radius95_m', 0):.0f} m{latency} [dim]{webhook_id}[/]"
-        )
+        """One line per alert: incident id, event and version, class, rounds, location with
+        its 95 % radius, and the latency a dispatcher sees (a first alert from the shot, an
+        update from the round that caused it, as the SLO counts them)."""
+        self.console.print(alert_line(alert, datetime.now(UTC)), soft_wrap=True, highlight=False)
 
     @property
     def url(self) -> str:
@@ -96,6 +89,27 @@ class DemoReceiver:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def alert_line(alert: dict[str, Any], received_at: datetime) -> str:
+    """The screen line of one received JSON alert (rich markup)."""
+    loc = alert.get("location", {})
+    rounds = alert.get("rounds", "?")
+    event = alert.get("event", "?")
+    since, what = (
+        ("last_shot_time", "its round") if event != "created" else ("shot_time", "the shot")
+    )
+    latency = ""
+    if alert.get(since):
+        at = datetime.fromisoformat(str(alert[since]).replace("Z", "+00:00"))
+        latency = f"  {(received_at - at).total_seconds():.1f} s after {what}"
+    return (
+        f"[bold green]ALERT[/] {alert.get('incident_id', '?')} {event} v{alert.get('version', '?')}"
+        f"  [bold]{alert.get('classification', '?')}[/] p={alert.get('gunfire_probability', 0):.2f}"
+        f"  {rounds} round{'' if rounds == 1 else 's'}"
+        f"  at {loc.get('lat', 0):.5f},{loc.get('lon', 0):.5f} ±{loc.get('radius95_m', 0):.0f} m"
+        f"{latency}"
+    )
 
 
 async def register_array(database_url: str, array: CityArray) -> dict[str, str]:

@@ -69,6 +69,7 @@ class Pipeline:
                 common.detections_topic: common.topic_partitions,
                 common.incidents_topic: common.topic_partitions,
             },
+            connection=common.kafka_connection(),
         )
         s = self.settings
 

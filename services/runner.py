@@ -16,9 +16,11 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -151,14 +153,23 @@ class Supervisor:
                 await service.stop(timeout_s)
 
 
+ADMIN_TOKEN_FILE = "admin-token"
+RUN_LOG_FILE = "run.log"
+
+
 def run_pipeline(*, demo: bool = False, demo_every_s: float = 8.0) -> None:
     """``shotline run``: blocks until SIGTERM/SIGINT or until a component keeps failing.
+
+    The screen is for people: the banner, the demo's alerts and warnings. The full JSON log
+    goes to ``<data dir>/run.log``. The embedded broker and database are published in the
+    data directory (``shared.runtime.STATE_FILE``) so that CLI commands join them.
 
     Raises PipelineFailed in the latter case, EmbeddedStartError if an embedded server cannot
     start, pydantic.ValidationError on bad settings.
     """
     from rich.console import Console
 
+    from services.locator.warmup import warm_up_kernels
     from services.pipeline import Pipeline, PipelineSettings
     from shared.logging import configure_logging
     from shared.runtime import infrastructure, tune_gc_for_latency, wait_for_signal
@@ -167,13 +178,23 @@ def run_pipeline(*, demo: bool = False, demo_every_s: float = 8.0) -> None:
     settings = PipelineSettings.from_env()
     if demo:
         settings = _allow_demo_receiver(settings)
-    configure_logging(settings.ingest.log_level)
-    with infrastructure(settings.ingest) as infra:
+    data_dir = settings.ingest.data_dir
+    configure_logging(
+        settings.ingest.log_level, log_file=data_dir / RUN_LOG_FILE, console_level="WARNING"
+    )
+    with console.status("starting the broker and the database…"):
+        infra_context = infrastructure(settings.ingest, host="shotline run")
+        infra = infra_context.__enter__()
+    try:
 
         async def _main() -> None:
+            with console.status("compiling the locator's kernels (once, ~20 s)…"):
+                await asyncio.to_thread(warm_up_kernels)  # cached: the locator's is quick
             pipeline = Pipeline(settings, infra.bootstrap_servers, infra.database_url)
-            await pipeline.start()
-            _print_banner(console, pipeline, infra, settings.generated_admin_token)
+            with console.status("starting ingest, locator and dispatch…"):
+                await pipeline.start()
+            token_file = _write_admin_token(data_dir, settings.generated_admin_token)
+            _print_banner(console, pipeline, infra, data_dir, token_file)
             tune_gc_for_latency()
             background: list[asyncio.Task[None]] = []
             if demo:
@@ -194,8 +215,79 @@ def run_pipeline(*, demo: bool = False, demo_every_s: float = 8.0) -> None:
                 await asyncio.gather(signal_task, failure_task, *background, return_exceptions=True)
                 console.print("stopping…")
                 await pipeline.stop()
+                if token_file is not None:
+                    token_file.unlink(missing_ok=True)
 
         asyncio.run(_main())
+    finally:
+        infra_context.__exit__(None, None, None)
+
+
+def run_infra() -> None:
+    """``shotline infra``: the embedded broker and database alone, published in the data
+    directory, until SIGTERM/SIGINT — for running ``shotline ingest``, ``locator`` and
+    ``dispatch`` one by one (each joins them).
+
+    Raises EmbeddedStartError if one is already running there or a server cannot start.
+    """
+    from rich.console import Console
+
+    from shared.db import migrate_url
+    from shared.embedded import EmbeddedStartError
+    from shared.logging import configure_logging
+    from shared.runtime import infrastructure, read_state, state_path, wait_for_signal
+    from shared.settings import CommonSettings
+
+    console = Console(stderr=True)
+    settings = CommonSettings()
+    configure_logging(settings.log_level, console_level="WARNING")
+    running = read_state(settings.data_dir)
+    if running is not None:
+        raise EmbeddedStartError(
+            f"`{running.command}` (pid {running.pid}) already runs the infrastructure of "
+            f"{settings.data_dir}: services join it as they are"
+        )
+    if settings.kafka_bootstrap_servers:
+        raise EmbeddedStartError(
+            "KAFKA_BOOTSTRAP_SERVERS is set: the services use that broker, there is nothing "
+            "to run (unset it to run the embedded one)"
+        )
+    with (
+        console.status("starting the broker and the database…"),
+        infrastructure(settings, host="shotline infra") as infra,
+    ):
+        asyncio.run(migrate_url(infra.database_url))
+        console.print("[bold]Shotline infrastructure is running[/] (Ctrl-C to stop)")
+        console.print(
+            f"  kafka     {infra.bootstrap_servers} "
+            "[bold yellow](embedded, IN-MEMORY: lost on exit)[/]"
+        )
+        console.print(f"  database  {_database_line(infra, settings.data_dir)}")
+        console.print(
+            f"  published in {state_path(settings.data_dir)}: `shotline ingest`, `shotline "
+            "locator`, `shotline dispatch` and the CLI started from here join them"
+        )
+        asyncio.run(wait_for_signal())
+        console.print("stopping…")
+
+
+def _write_admin_token(data_dir: Path, token: str | None) -> Path | None:
+    """The generated admin token in ``<data dir>/admin-token`` (this user only), so that
+    curl examples can read it: ``$(cat .shotline/admin-token)``. Removed at exit."""
+    if token is None:
+        return None
+    path = data_dir / ADMIN_TOKEN_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return path
+
+
+def _database_line(infra: object, data_dir: Path) -> str:
+    if getattr(infra, "embedded_postgres", False):
+        return f"embedded PostgreSQL in {data_dir / 'pgdata'}"
+    return "DATABASE_URL"
 
 
 def _allow_demo_receiver(settings: PipelineSettings) -> PipelineSettings:
@@ -213,8 +305,9 @@ def _allow_demo_receiver(settings: PipelineSettings) -> PipelineSettings:
 
 
 def _print_banner(
-    console: object, pipeline: object, infra: object, admin_token: str | None
+    console: object, pipeline: object, infra: object, data_dir: Path, token_file: Path | None
 ) -> None:
+    """What runs where; the admin token last, where it is seen."""
     from rich.console import Console
 
     assert isinstance(console, Console)
@@ -224,9 +317,13 @@ def _print_banner(
     console.print(f"  ingest    {pipeline.ingest_url}/docs")  # type: ignore[attr-defined]
     console.print(f"  dispatch  {pipeline.dispatch_url}/docs")  # type: ignore[attr-defined]
     console.print(f"  kafka     {kafka}{memory}")
-    database = (
-        "embedded PostgreSQL in .shotline/pgdata" if infra.embedded_postgres else "DATABASE_URL"
-    )  # type: ignore[attr-defined]
-    console.print(f"  database  {database}")
-    if admin_token:
-        console.print(f"  dispatch admin token (generated for this run): {admin_token}")
+    console.print(f"  database  {_database_line(infra, data_dir)}")
+    console.print(f"  log       {data_dir / RUN_LOG_FILE}")
+    if token_file is not None:
+        token = token_file.read_text().strip()
+        console.print(
+            f"  admin token (generated for this run, also in {token_file}): {token}",
+            soft_wrap=True,
+        )
+    else:
+        console.print("  admin token: SHOTLINE_DISPATCH_ADMIN_TOKEN")

@@ -14,7 +14,7 @@ from pydantic_core import PydanticUndefined
 from services.dispatch.settings import DispatchSettings
 from services.ingest.settings import IngestSettings
 from services.locator.settings import LocatorSettings
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, env_name
 
 SETTINGS_CLASSES: tuple[type[CommonSettings], ...] = (
     CommonSettings,
@@ -25,11 +25,7 @@ SETTINGS_CLASSES: tuple[type[CommonSettings], ...] = (
 
 
 def _env_name(cls: type[CommonSettings], name: str, field: FieldInfo) -> str:
-    alias = field.validation_alias
-    choices = getattr(alias, "choices", None)
-    if choices:
-        return str(choices[0]).upper()
-    return f"{cls.model_config.get('env_prefix', '')}{name}".upper()
+    return env_name(cls, name)
 
 
 def _default(field: FieldInfo) -> str:

@@ -19,6 +19,7 @@ from rich.console import Console
 from shared.db import MigrationError
 from shared.embedded import EmbeddedStartError
 from shared.kafka import BrokerUnavailable, DeadLetterBudgetExceeded
+from shared.settings import env_name, settings_class_named
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -31,6 +32,28 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming what the operator sets: for a settings class the environment
+    variable (``SHOTLINE_DISPATCH_ADMIN_TOKEN: must be at least 16 characters``), else the
+    field's path."""
+    cls = settings_class_named(exc.title)
+    problems = []
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"]]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "required, not set"
+        if cls is not None and loc and loc[0] in cls.model_fields:
+            name = env_name(cls, loc[0])
+        elif cls is not None and not loc:
+            name = ""  # a check across several settings: its message names them
+        else:
+            name = ".".join(loc) or "value"
+        problems.append(f"{name}: {message}" if name else message)
+    prefix = "invalid settings: " if cls is not None else "invalid input: "
+    return prefix + "; ".join(problems)
+
+
 def operator_errors(fn: F) -> F:
     """Decorate a command: the errors an operator can cause become a message and exit 2."""
 
@@ -39,10 +62,7 @@ def operator_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ValidationError as exc:  # before ValueError: it is one
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-            )
-            raise fail(f"invalid settings: {problems}") from None
+            raise fail(describe_validation_error(exc)) from None
         except DeadLetterBudgetExceeded as exc:
             raise fail(f"stopped: {exc} (is a bad producer writing to the topic?)") from None
         except (

@@ -29,6 +29,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import BaseModel
 
+from shared.settings import KafkaConnection
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -78,7 +80,10 @@ async def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
             return
         except (OSError, TimeoutError) as exc:
             if time.monotonic() >= deadline:
-                raise BrokerUnavailable(f"Kafka at {bootstrap} unreachable: {exc}") from exc
+                raise BrokerUnavailable(
+                    f"Kafka at {bootstrap} did not answer within {timeout_s:g} s ({exc}); "
+                    "is it running? (KAFKA_BOOTSTRAP_SERVERS)"
+                ) from exc
             await asyncio.sleep(0.05)
 
 
@@ -92,18 +97,26 @@ def broker_reachable(bootstrap: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
-async def ensure_topics(bootstrap: str, topics: Mapping[str, int]) -> None:
-    """Create each topic with its partition count if it does not exist yet. Idempotent.
+async def ensure_topics(
+    bootstrap: str, topics: Mapping[str, int], *, connection: KafkaConnection | None = None
+) -> None:
+    """Create each topic with its partition count (and ``connection.replication_factor``
+    replicas) if it does not exist yet. Idempotent.
 
     An existing topic is left as it is (partitions are never changed behind an operator's
     back: that would move zones between partitions).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="shotline-admin")
+    connection = connection or KafkaConnection()
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="shotline-admin", **connection.client_options()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, num_partitions=partitions, replication_factor=1)
+            NewTopic(
+                name, num_partitions=partitions, replication_factor=connection.replication_factor
+            )
             for name, partitions in topics.items()
             if name not in existing
         ]
@@ -116,9 +129,16 @@ async def ensure_topics(bootstrap: str, topics: Mapping[str, int]) -> None:
         await admin.close()
 
 
-def build_producer(bootstrap: str, *, client_id: str, linger_ms: int = 2) -> AIOKafkaProducer:
+def build_producer(
+    bootstrap: str,
+    *,
+    client_id: str,
+    linger_ms: int = 2,
+    connection: KafkaConnection | None = None,
+) -> AIOKafkaProducer:
     """A producer that waits for all in-sync replicas (``acks=all``). Not started."""
     return AIOKafkaProducer(
+        **(connection or KafkaConnection()).client_options(),
         bootstrap_servers=bootstrap,
         client_id=client_id,
         acks="all",
@@ -137,6 +157,7 @@ def build_consumer(
     session_timeout_ms: int,
     max_poll_records: int = 500,
     fetch_max_wait_ms: int = 100,
+    connection: KafkaConnection | None = None,
 ) -> AIOKafkaConsumer:
     """A group consumer with manual commits from the earliest uncommitted offset. Not started.
 
@@ -145,6 +166,7 @@ def build_consumer(
     one) delays every record by up to that much.
     """
     return AIOKafkaConsumer(
+        **(connection or KafkaConnection()).client_options(),
         bootstrap_servers=bootstrap,
         group_id=group_id,
         client_id=client_id,

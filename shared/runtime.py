@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
+import json
 import logging
+import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
-from shared.embedded import EmbeddedKafka, EmbeddedPostgres
+from shared.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedStartError
+from shared.kafka import broker_reachable
 from shared.settings import CommonSettings
 
 log = logging.getLogger("shotline")
@@ -30,37 +35,151 @@ class Service(Protocol):
 class Infrastructure:
     bootstrap_servers: str
     database_url: str
-    embedded_kafka: bool
-    embedded_postgres: bool
+    embedded_kafka: bool  # started by this process
+    embedded_postgres: bool  # started (or attached to) by this process
+    joined: InfraState | None = None  # the infrastructure another command published
+
+
+class InfrastructureMissing(EmbeddedStartError):
+    """A service run alone found no broker to join and may not start a private one."""
+
+
+#: Written into the data directory by the command that runs the embedded infrastructure.
+STATE_FILE = "infra.json"
+
+
+@dataclass(frozen=True)
+class InfraState:
+    """What ``shotline run`` / ``shotline infra`` publish so that services run one by one
+    (``shotline ingest``, ``locator``, ``dispatch``, the sensor CLI) join the same broker and
+    database instead of starting private ones that nobody else reads."""
+
+    bootstrap_servers: str
+    database_url: str
+    pid: int
+    command: str
+
+
+def state_path(data_dir: Path) -> Path:
+    return data_dir / STATE_FILE
+
+
+def read_state(data_dir: Path) -> InfraState | None:
+    """The published infrastructure, if its process still runs and its broker answers;
+    None otherwise (no file, a file left by a process that died, or an unreadable one)."""
+    try:
+        raw = json.loads(state_path(data_dir).read_text())
+        state = InfraState(
+            bootstrap_servers=str(raw["bootstrap_servers"]),
+            database_url=str(raw["database_url"]),
+            pid=int(raw["pid"]),
+            command=str(raw["command"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(state.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # it runs, as another user
+    if not broker_reachable(state.bootstrap_servers):
+        return None
+    return state
+
+
+def _write_state(data_dir: Path, state: InfraState) -> None:
+    """Atomically, readable by this user only (the database URL may hold a password)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_path(data_dir).with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(dataclasses.asdict(state), out)
+    os.replace(tmp, state_path(data_dir))
+
+
+def _remove_state(data_dir: Path, pid: int) -> None:
+    """Remove the state file if it is still this process's."""
+    current = state_path(data_dir)
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        if int(json.loads(current.read_text())["pid"]) == pid:
+            current.unlink()
+
+
+def missing_broker_message(data_dir: Path) -> str:
+    return (
+        "KAFKA_BOOTSTRAP_SERVERS is unset and no `shotline run` or `shotline infra` is "
+        f"running with data directory {data_dir}: start `shotline infra` in another terminal "
+        "(same directory, or the same SHOTLINE_DATA_DIR), or set KAFKA_BOOTSTRAP_SERVERS"
+    )
 
 
 @contextlib.contextmanager
 def infrastructure(
-    settings: CommonSettings, *, need_kafka: bool = True
+    settings: CommonSettings,
+    *,
+    need_kafka: bool = True,
+    need_database: bool = True,
+    host: str | None = None,
 ) -> Iterator[Infrastructure]:
-    """Use the configured broker and database, or start embedded ones for the duration.
+    """The broker and database to use, for the duration.
+
+    Configured ones (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``) come first. Else the
+    infrastructure that ``shotline run`` or ``shotline infra`` published in the data
+    directory (:data:`STATE_FILE`) is joined. Else only a ``host`` (the command that runs
+    the embedded infrastructure: ``"shotline run"``, ``"shotline infra"``) starts an
+    embedded broker, and publishes what it started for the others; a service run alone
+    raises :class:`InfrastructureMissing` rather than accept detections into a private
+    broker that no other service reads. A database is always found: with none configured
+    or published, embedded PostgreSQL is started (or attached to) in the data directory.
 
     Raises EmbeddedStartError (with what to do) when an embedded server cannot start.
     """
     kafka: EmbeddedKafka | None = None
     postgres: EmbeddedPostgres | None = None
+    data_dir = settings.data_dir
+    published = False
+    state: InfraState | None = None
+    if (need_kafka and not settings.kafka_bootstrap_servers) or (
+        need_database and not settings.database_url
+    ):
+        state = read_state(data_dir)
     try:
         bootstrap = settings.kafka_bootstrap_servers or ""
         if need_kafka and not bootstrap:
-            kafka = EmbeddedKafka().start()
-            bootstrap = kafka.bootstrap_servers
-            log.warning(
-                "KAFKA_BOOTSTRAP_SERVERS unset: started an embedded broker with an IN-MEMORY log "
-                "(everything on it is lost when this process stops)",
-                extra={"bootstrap_servers": bootstrap},
-            )
-        dsn = settings.database_url
-        if not dsn:
-            postgres = EmbeddedPostgres(settings.data_dir / "pgdata").start()
-            dsn = postgres.dsn
-            log.info("DATABASE_URL unset: using embedded PostgreSQL", extra={"dsn": dsn})
-        yield Infrastructure(bootstrap, dsn, kafka is not None, postgres is not None)
+            if state is not None:
+                bootstrap = state.bootstrap_servers
+                log.info(
+                    f"KAFKA_BOOTSTRAP_SERVERS unset: joining the broker of `{state.command}`",
+                    extra={"bootstrap_servers": bootstrap, "pid": state.pid},
+                )
+            elif host is None:
+                raise InfrastructureMissing(missing_broker_message(data_dir))
+            else:
+                kafka = EmbeddedKafka().start()
+                bootstrap = kafka.bootstrap_servers
+                log.warning(
+                    "KAFKA_BOOTSTRAP_SERVERS unset: started an embedded broker with an "
+                    "IN-MEMORY log (everything on it is lost when this process stops)",
+                    extra={"bootstrap_servers": bootstrap},
+                )
+        dsn = settings.database_url or ""
+        if need_database and not dsn:
+            if state is not None:
+                dsn = state.database_url
+            else:
+                postgres = EmbeddedPostgres(data_dir / "pgdata").start()
+                dsn = postgres.dsn
+                log.info("DATABASE_URL unset: using embedded PostgreSQL", extra={"dsn": dsn})
+        if host is not None and state is None and kafka is not None:
+            _write_state(data_dir, InfraState(bootstrap, dsn, os.getpid(), host))
+            published = True
+        yield Infrastructure(
+            bootstrap, dsn, kafka is not None, postgres is not None, joined=state
+        )
     finally:
+        if published:
+            _remove_state(data_dir, os.getpid())
         if kafka is not None:
             kafka.stop()
         if postgres is not None:

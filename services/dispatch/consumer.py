@@ -155,9 +155,12 @@ class IncidentConsumer:
             session_timeout_ms=settings.kafka_session_timeout_ms,
             max_poll_records=settings.max_poll_records,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            connection=settings.kafka_connection(),
         )
         self.producer: AIOKafkaProducer = build_producer(
-            bootstrap_servers, client_id="shotline-dispatch-dlq"
+            bootstrap_servers,
+            client_id="shotline-dispatch-dlq",
+            connection=settings.kafka_connection(),
         )
         self.commits = CommitPolicy()
         self.budget = DeadLetterBudget(settings.dlq_limit, settings.dlq_window_s)

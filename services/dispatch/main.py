@@ -66,11 +66,14 @@ class DispatchService:
 
     async def start(self, timeout_s: float = 30.0) -> None:
         """Connect, start consumer, workers and API. Raises if any cannot start."""
-        await wait_for_broker(self.bootstrap_servers, timeout_s=timeout_s)
+        await wait_for_broker(
+            self.bootstrap_servers, timeout_s=min(timeout_s, self.settings.kafka_connect_timeout_s)
+        )
         topic = self.settings.incidents_topic
         await ensure_topics(
             self.bootstrap_servers,
             {topic: self.settings.topic_partitions, dead_letter_topic(topic): 1},
+            connection=self.settings.kafka_connection(),
         )
         self.pool = await create_pool(self.database_url, max_size=self.settings.db_pool_size)
         try:

@@ -63,13 +63,17 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await wait_for_broker(bootstrap_servers, timeout_s=30)
+        await wait_for_broker(bootstrap_servers, timeout_s=settings.kafka_connect_timeout_s)
+        connection = settings.kafka_connection()
         await ensure_topics(
             bootstrap_servers,
             {settings.detections_topic: settings.topic_partitions},
+            connection=connection,
         )
         pool = await create_pool(database_url, max_size=settings.db_pool_size)
-        producer = build_producer(bootstrap_servers, client_id="shotline-ingest")
+        producer = build_producer(
+            bootstrap_servers, client_id="shotline-ingest", connection=connection
+        )
         await producer.start()
         state = IngestState(
             settings=settings,
@@ -130,6 +134,7 @@ class IngestService:
         clock: Clock = utc_now,
     ) -> None:
         self.settings = settings
+        self.bootstrap_servers = bootstrap_servers
         self.app = create_app(
             settings, bootstrap_servers=bootstrap_servers, database_url=database_url, clock=clock
         )
@@ -159,7 +164,11 @@ class IngestService:
         return f"http://{self.settings.host}:{self.port}"
 
     async def start(self, timeout_s: float = 30.0) -> None:
-        """Serve in a background task; returns once listening. Raises if start-up failed."""
+        """Serve in a background task; returns once listening. Raises if start-up failed
+        (BrokerUnavailable, before listening, if Kafka does not answer in time)."""
+        await wait_for_broker(
+            self.bootstrap_servers, timeout_s=self.settings.kafka_connect_timeout_s
+        )
         self._task = asyncio.create_task(self._server.serve(), name="ingest-http")
         deadline = asyncio.get_running_loop().time() + timeout_s
         while not self._server.started:

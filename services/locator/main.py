@@ -1,8 +1,8 @@
 """``shotline locator``: run the locator consumer until SIGTERM/SIGINT (wiring only).
 
-Embedded default: with ``KAFKA_BOOTSTRAP_SERVERS`` unset an embedded broker is started for the
-process's lifetime (in-memory log: everything on it is lost when it stops). The locator uses
-no database, so none is started.
+With ``KAFKA_BOOTSTRAP_SERVERS`` unset it joins the broker that ``shotline run`` or
+``shotline infra`` published in the data directory, or refuses to start (a private broker
+would be one that ingest does not write to). The locator uses no database.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import logging
 from services.locator.scoring import ScoringModel
 from services.locator.service import LocatorService
 from services.locator.settings import LocatorSettings
-from shared.embedded import EmbeddedKafka
 from shared.logging import configure_logging
-from shared.runtime import serve_until_signalled
+from shared.runtime import infrastructure, serve_until_signalled
 
 log = logging.getLogger("shotline.locator")
 
@@ -24,24 +23,11 @@ def run(settings: LocatorSettings, *, stop_timeout_s: float = 15.0) -> None:
     """Blocks until SIGTERM/SIGINT, then stops the service (bounded by ``stop_timeout_s``).
 
     Raises ValueError for an unreadable scoring model (before touching Kafka),
-    BrokerUnavailable if Kafka is not reachable, EmbeddedStartError if the embedded broker
-    cannot start.
+    BrokerUnavailable if Kafka is not reachable, InfrastructureMissing if no broker is
+    configured or published.
     """
     configure_logging(settings.log_level)
     scorer = ScoringModel.load(settings.scoring_model_path)
-    broker: EmbeddedKafka | None = None
-    bootstrap = settings.kafka_bootstrap_servers
-    if not bootstrap:
-        broker = EmbeddedKafka().start()
-        bootstrap = broker.bootstrap_servers
-        log.warning(
-            "KAFKA_BOOTSTRAP_SERVERS unset: started an embedded broker with an IN-MEMORY log "
-            "(everything on it is lost when this process stops)",
-            extra={"bootstrap_servers": bootstrap},
-        )
-    try:
-        service = LocatorService(settings, bootstrap_servers=bootstrap, scorer=scorer)
+    with infrastructure(settings, need_database=False) as infra:
+        service = LocatorService(settings, bootstrap_servers=infra.bootstrap_servers, scorer=scorer)
         asyncio.run(serve_until_signalled(service, stop_timeout_s=stop_timeout_s))
-    finally:
-        if broker is not None:
-            broker.stop()

@@ -399,7 +399,8 @@ class LocatorService:
                 extra={"seconds": round(warm_s, 1)},
             )
         s = self.settings
-        await wait_for_broker(self._bootstrap, timeout_s=30)
+        await wait_for_broker(self._bootstrap, timeout_s=s.kafka_connect_timeout_s)
+        connection = s.kafka_connection()
         await ensure_topics(
             self._bootstrap,
             {
@@ -407,8 +408,11 @@ class LocatorService:
                 s.incidents_topic: s.topic_partitions,
                 dead_letter_topic(s.detections_topic): 1,
             },
+            connection=connection,
         )
-        self._producer = build_producer(self._bootstrap, client_id="shotline-locator", linger_ms=0)
+        self._producer = build_producer(
+            self._bootstrap, client_id="shotline-locator", linger_ms=0, connection=connection
+        )
         await self._producer.start()
         self._consumer = build_consumer(
             self._bootstrap,
@@ -417,6 +421,7 @@ class LocatorService:
             session_timeout_ms=s.kafka_session_timeout_ms,
             max_poll_records=s.max_poll_records,
             fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+            connection=connection,
         )
         self._consumer.subscribe(
             [s.detections_topic],

@@ -66,4 +66,4 @@ def test_running_with_bad_settings_fails_with_a_message(monkeypatch: pytest.Monk
     monkeypatch.setenv("SHOTLINE_LOCATOR_MAX_RETAINED", "lots")
     result = runner.invoke(app, [])
     assert result.exit_code == 2
-    assert "invalid settings: max_retained" in result.output
+    assert "invalid settings: SHOTLINE_LOCATOR_MAX_RETAINED: " in result.output
