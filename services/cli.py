@@ -124,7 +124,15 @@ def sensors_add(
     zone: Annotated[str, typer.Option(help="Coverage zone (the partition key)")],
     lat: Annotated[float, typer.Option(help="Surveyed latitude, WGS84")],
     lon: Annotated[float, typer.Option(help="Surveyed longitude, WGS84")],
-    alt: Annotated[float, typer.Option("--alt-m", help="Height, metres")] = 0.0,
+    alt: Annotated[
+        float,
+        typer.Option(
+            "--alt-m",
+            help="Height above the WGS84 ellipsoid, metres (a GPS's ellipsoidal height, not "
+            "above sea level: downtown Pittsburgh's ground is ~230 m above sea level and ~196 m "
+            "above the ellipsoid, so a sensor on a 20 m roof there is 215)",
+        ),
+    ] = 0.0,
 ) -> None:
     """Register a sensor and print its token (shown only this once)."""
     for name, value in (("sensor id", sensor_id), ("zone", zone)):

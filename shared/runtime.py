@@ -158,7 +158,7 @@ def infrastructure(
             else:
                 kafka = EmbeddedKafka().start()
                 bootstrap = kafka.bootstrap_servers
-                log.warning(
+                log.info(  # the host's banner says it in bold on the screen
                     "KAFKA_BOOTSTRAP_SERVERS unset: started an embedded broker with an "
                     "IN-MEMORY log (everything on it is lost when this process stops)",
                     extra={"bootstrap_servers": bootstrap},
