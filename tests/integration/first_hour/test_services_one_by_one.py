@@ -147,3 +147,27 @@ async def test_ingest_and_the_cli_join_the_infrastructure_that_shotline_infra_ru
             infra.send_signal(signal.SIGINT)
             await asyncio.wait_for(infra.wait(), 20)
     assert not (tmp_path / STATE_FILE).exists(), "the state file is removed at exit"
+
+
+@pytest.mark.parametrize("service", ["ingest", "locator", "dispatch"])
+async def test_a_broker_that_does_not_answer_is_one_line_after_a_bounded_wait(
+    service: str, tmp_path: Path, database_url: str
+) -> None:
+    closed = free_port()  # nothing listens there
+    env = _env(
+        tmp_path,
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{closed}",
+        SHOTLINE_KAFKA_CONNECT_TIMEOUT_S="1.5",
+        DATABASE_URL=database_url,
+        SHOTLINE_DISPATCH_ADMIN_TOKEN="first-hour-admin-token-0123",
+        SHOTLINE_INGEST_PORT=str(free_port()),
+        SHOTLINE_DISPATCH_PORT=str(free_port()),
+        SHOTLINE_LOCATOR_METRICS_PORT="-1",
+    )
+    code, _, err = await _run(env, service, timeout_s=45)
+    lines = [line for line in err.splitlines() if line.strip() and '"level":"INFO"' not in line]
+    assert code == 2, err[-1500:]
+    assert lines == [
+        f"error: Kafka at 127.0.0.1:{closed} did not answer within 1.5 s ([Errno 111] Connect "
+        f"call failed ('127.0.0.1', {closed})); is it running? (KAFKA_BOOTSTRAP_SERVERS)"
+    ], err[-1500:]
