@@ -32,18 +32,22 @@ class CommonSettings(BaseSettings):
     kafka_bootstrap_servers: str | None = Field(
         default=None,
         validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"),
-        description="host:port[,host:port]. Unset: `shotline run` starts an embedded broker "
-        "(in-memory log: everything on it is lost when it stops).",
+        description="host:port[,host:port]. Unset: `shotline run` and `shotline infra` start an "
+        "embedded broker (in-memory log: everything on it is lost when it stops); every other "
+        "command joins theirs (SHOTLINE_DATA_DIR/infra.json) or refuses to start.",
     )
     database_url: str | None = Field(
         default=None,
         validation_alias=_env("DATABASE_URL"),
-        description="postgresql://… Unset: start embedded PostgreSQL under SHOTLINE_DATA_DIR.",
+        description="postgresql://… Unset: the database of a running `shotline run` or "
+        "`shotline infra`, else embedded PostgreSQL under SHOTLINE_DATA_DIR.",
     )
     data_dir: Path = Field(
         default=Path(".shotline"),
         validation_alias=_env("SHOTLINE_DATA_DIR"),
-        description="Project-local folder for the embedded database's files.",
+        description="Project-local folder: the embedded database (pgdata/), the running "
+        "infrastructure (infra.json), `shotline run`'s log (run.log) and admin token "
+        "(admin-token).",
     )
     detections_topic: str = Field(
         default="shotline.detections",
