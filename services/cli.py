@@ -165,7 +165,9 @@ def sensors_list() -> None:
         finally:
             await conn.close()
 
-    table = Table("sensor", "zone", "lat", "lon", "alt_m", "status", "last seen")
+    table = Table("sensor", "zone", "lat", "lon", "alt_m", "status", "last seen (UTC)")
+    for column in table.columns[:2]:
+        column.no_wrap = True  # ids are what an operator copies: never cut them
     for s in _with_database(CommonSettings(), _go):
         table.add_row(
             s.sensor_id,
@@ -174,7 +176,7 @@ def sensors_list() -> None:
             f"{s.position.lon:.6f}",
             f"{s.position.alt_m:.1f}",
             s.status,
-            s.last_seen_at.isoformat() if s.last_seen_at else "never",
+            f"{s.last_seen_at:%Y-%m-%d %H:%M:%S}" if s.last_seen_at else "never",
         )
     out.print(table)
 
