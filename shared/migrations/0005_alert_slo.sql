@@ -6,3 +6,7 @@
 ALTER TABLE dispatch_deliveries ADD COLUMN slo_breached_at timestamptz;
 CREATE INDEX dispatch_deliveries_slo_open ON dispatch_deliveries (created_at)
     WHERE slo_breached_at IS NULL AND status IN ('pending', 'failed', 'dead');
+-- Rows already undelivered when this ships were breaches before the SLI existed: mark them
+-- (uncounted) so that an upgrade does not report the whole history as one burst of bad
+-- events; the oldest-undelivered gauge still shows them until they are replayed.
+UPDATE dispatch_deliveries SET slo_breached_at = now() WHERE status <> 'delivered';
