@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import secrets
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -222,8 +223,14 @@ async def fire(
     return len(world.detections), accepted
 
 
-async def run_demo(pipeline: Pipeline, console: Console, every_s: float = 8.0) -> None:
-    """Runs until cancelled."""
+async def run_demo(
+    pipeline: Pipeline,
+    console: Console,
+    every_s: float = 8.0,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Runs until cancelled; ``on_ready()`` is called once the array and its CAD are set up,
+    before the first situation."""
     array = build_array(density_per_sq_mi=12, area_sq_mi=2.0, seed=7)
     run_id = secrets.token_hex(4)
     tokens = await register_array(pipeline.database_url, array)
@@ -235,6 +242,8 @@ async def run_demo(pipeline: Pipeline, console: Console, every_s: float = 8.0) -
             f"demo: {len(array.sensors)} simulated sensors in zone {array.sensors[0].zone}; "
             f"alerts go to {receiver.url}"
         )
+        if on_ready is not None:
+            on_ready()
         for n in itertools.count(1):
             kind = SITUATIONS[(n - 1) % len(SITUATIONS)]
             posted, accepted = await fire(pipeline, array, tokens, kind, seed=n, run_id=run_id)

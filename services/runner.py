@@ -194,13 +194,20 @@ def run_pipeline(*, demo: bool = False, demo_every_s: float = 8.0) -> None:
             with console.status("starting ingest, locator and dispatch…"):
                 await pipeline.start()
             token_file = _write_admin_token(data_dir, settings.generated_admin_token)
-            _print_banner(console, pipeline, infra, data_dir, token_file)
+
+            def banner() -> None:
+                _print_banner(console, pipeline, infra, data_dir, token_file)
+
             tune_gc_for_latency()
             background: list[asyncio.Task[None]] = []
             if demo:
                 from services.demo import run_demo
 
-                background.append(asyncio.create_task(run_demo(pipeline, console, demo_every_s)))
+                # the banner (the admin token last) once the demo set up, before its alerts
+                demo_task = run_demo(pipeline, console, demo_every_s, on_ready=banner)
+                background.append(asyncio.create_task(demo_task))
+            else:
+                banner()
             signal_task = asyncio.create_task(wait_for_signal())
             failure_task = asyncio.create_task(pipeline.failed())
             try:

@@ -70,5 +70,9 @@ async def test_the_demo_screen_shows_the_token_last_then_alert_lines(
     assert screen[banner_end - 1].startswith("  log ")
     assert token_while_running and screen[banner_end].endswith(token_while_running)
     assert str(tmp_path / "admin-token") in screen[banner_end]
+    after = screen[banner_end + 1 :]
+    assert after and all(line.startswith(("simulated ", "ALERT ", "stopping")) for line in after), (
+        "the token is the last line before the demo's situations and alerts"
+    )
     assert not (tmp_path / "admin-token").exists(), "the run's token file goes with the run"
     assert '"incident published"' in (tmp_path / "run.log").read_text()
