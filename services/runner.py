@@ -18,7 +18,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -182,16 +182,16 @@ def run_pipeline(*, demo: bool = False, demo_every_s: float = 8.0) -> None:
     configure_logging(
         settings.ingest.log_level, log_file=data_dir / RUN_LOG_FILE, console_level="WARNING"
     )
-    with console.status("starting the broker and the database…"):
+    with _status(console, "starting the broker and the database…"):
         infra_context = infrastructure(settings.ingest, host="shotline run")
         infra = infra_context.__enter__()
     try:
 
         async def _main() -> None:
-            with console.status("compiling the locator's kernels (once, ~20 s)…"):
+            with _status(console, "compiling the locator's kernels (once, ~20 s)…"):
                 await asyncio.to_thread(warm_up_kernels)  # cached: the locator's is quick
             pipeline = Pipeline(settings, infra.bootstrap_servers, infra.database_url)
-            with console.status("starting ingest, locator and dispatch…"):
+            with _status(console, "starting ingest, locator and dispatch…"):
                 await pipeline.start()
             token_file = _write_admin_token(data_dir, settings.generated_admin_token)
 
@@ -260,7 +260,7 @@ def run_infra() -> None:
             "to run (unset it to run the embedded one)"
         )
     with (
-        console.status("starting the broker and the database…"),
+        _status(console, "starting the broker and the database…"),
         infrastructure(settings, host="shotline infra") as infra,
     ):
         asyncio.run(migrate_url(infra.database_url))
@@ -276,6 +276,21 @@ def run_infra() -> None:
         )
         asyncio.run(wait_for_signal())
         console.print("stopping…")
+
+
+@contextlib.contextmanager
+def _status(console: object, text: str) -> Iterator[None]:
+    """A spinner with ``text`` while the block runs, on a terminal; elsewhere (a pipe, a CI
+    log) the text as one line, so that a pause is never unexplained."""
+    from rich.console import Console
+
+    assert isinstance(console, Console)
+    if console.is_terminal:
+        with console.status(text):
+            yield
+    else:
+        console.print(text, highlight=False)
+        yield
 
 
 def _write_admin_token(data_dir: Path, token: str | None) -> Path | None:

@@ -67,6 +67,8 @@ async def test_the_demo_screen_shows_the_token_last_then_alert_lines(
     assert not any("HTTP Request" in line for line in screen), "httpx's request log on screen"
     assert not any(line.startswith("{") for line in screen), "JSON log lines on the screen"
     banner_end = next(i for i, line in enumerate(screen) if "admin token" in line)
+    compiling = screen.index("compiling the locator's kernels (once, ~20 s)…")
+    assert compiling < screen.index("Shotline is running (Ctrl-C to stop)") < banner_end
     assert screen[banner_end - 1].startswith("  log ")
     assert token_while_running and screen[banner_end].endswith(token_while_running)
     assert str(tmp_path / "admin-token") in screen[banner_end]

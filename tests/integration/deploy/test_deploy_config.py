@@ -228,3 +228,28 @@ def test_dashboard_queries_only_metrics_the_services_define() -> None:
                 assert base in defined or name in defined or name in recorded, (
                     f"panel {panel['title']!r} queries unknown metric {name}"
                 )
+
+
+def test_make_test_installs_the_system_tools_before_the_tests_need_them() -> None:
+    """CI runs `make test`: promtool and amtool are installed there (as root, with apt-get)
+    by one script that later tools join, before pytest runs; .ci/run is exactly `make test`."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("\ntest: install") :].split("\n\n")[0]
+    steps = [line.strip() for line in recipe.splitlines()[1:] if line.startswith("\t")]
+    assert steps == [".ci/system-packages", "$(BIN)/ruff check .", "$(BIN)/pytest"]
+    script = (ROOT / ".ci/system-packages").read_text()
+    assert "PACKAGES=(prometheus prometheus-alertmanager)" in script
+    assert "TOOLS=(promtool amtool)" in script
+    assert (ROOT / ".ci/system-packages").stat().st_mode & 0o111
+    assert (ROOT / ".ci/run").read_text().rstrip().endswith("\nmake test")
+
+
+def test_the_system_packages_script_is_idempotent() -> None:
+    """Run again with everything installed (or as a user who cannot install): it exits 0
+    without touching apt."""
+    result = subprocess.run(
+        [str(ROOT / ".ci/system-packages")], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    if shutil.which("promtool") and shutil.which("amtool"):
+        assert result.stderr == ""
