@@ -136,6 +136,15 @@ async def test_failed_and_dead_are_one_view_of_what_did_not_arrive_and_replay_co
             return sorted(r["status"] for r in rows) == ["dead", "failed"]
 
         await eventually(both_gone, what="one failed and one dead delivery")
+        await slo.refresh(service.pool, datetime.now(UTC))
+        subs = (await client.get("/v1/subscriptions")).json()
+        for sub in subs:  # neither is forgotten: both page until replayed
+            assert (
+                _value(
+                    "shotline_dispatch_undelivered_alerts", subscription_id=sub["subscription_id"]
+                )
+                == 1
+            ), sub["name"]
         refuses.default = down.default = 200
         answer = await client.post("/v1/deliveries/replay", json={})
         assert answer.status_code == 200, answer.text
@@ -147,6 +156,15 @@ async def test_failed_and_dead_are_one_view_of_what_did_not_arrive_and_replay_co
 
         await eventually(all_arrived, what="both replayed and acknowledged")
         assert (await client.get("/v1/deliveries", params={"status": "undelivered"})).json() == []
+        await slo.refresh(service.pool, datetime.now(UTC))
+        for sub in subs:
+            assert (
+                metrics.REGISTRY.get_sample_value(
+                    "shotline_dispatch_undelivered_alerts",
+                    {"subscription_id": sub["subscription_id"]},
+                )
+                is None
+            )
 
 
 async def test_a_410_disables_a_subscription_only_with_a_gauge_that_pages(
