@@ -8,22 +8,9 @@ import numpy as np
 import pytest
 
 from services.sensor.detector import DetectorConfig, ImpulseDetector, detect
+from tests.support.audio import n_wave
 
 SR = 12_000
-
-
-def n_wave(
-    t0_samples: float, n: int, *, amp: float = 20_000.0, rise_ms: float = 0.25, half_ms: float = 0.9
-) -> np.ndarray:
-    """An N-wave whose front starts at ``t0_samples``: a linear rise to ``amp`` over
-    ``rise_ms``, then a linear fall through zero to ``-amp`` at ``2·half_ms``, then back."""
-    t = (np.arange(n) - t0_samples) / SR * 1000.0  # ms after the onset
-    rise = np.clip(t / rise_ms, 0, 1)
-    body = np.where(t < rise_ms, rise * amp, amp * (1 - (t - rise_ms) / half_ms))
-    body = np.where(
-        t > rise_ms + 2 * half_ms, -amp * np.clip(1 - (t - rise_ms - 2 * half_ms) / 0.3, 0, 1), body
-    )
-    return np.where(t < 0, 0.0, body)
 
 
 def noisy(n: int, rms: float, seed: int) -> np.ndarray:
