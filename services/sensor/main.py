@@ -95,8 +95,9 @@ async def run_device(
     device: str | None,
     sample_rate: int,
     clip_policy: ClipPolicy | None = None,
+    stop: asyncio.Event | None = None,
 ) -> Counts:
-    """Listen on a live input device until SIGTERM/SIGINT."""
+    """Listen on a live input device until SIGTERM/SIGINT (or ``stop`` is set)."""
     reason = device_unavailable_reason(device)
     if reason is not None:
         raise SourceError(reason)
@@ -135,9 +136,10 @@ async def run_device(
                 stream=stream, queue=queue, clip_policy=clip_policy,
             )
             await service.start()
-            stopped = asyncio.Event()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stopped.set)
+            stopped = stop or asyncio.Event()
+            if stop is None:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, stopped.set)
             waiter = asyncio.create_task(service.wait())
             await asyncio.wait([waiter, asyncio.create_task(stopped.wait())],
                                return_when=asyncio.FIRST_COMPLETED)
