@@ -179,6 +179,10 @@ class ScoringModel:
     thresholds: Thresholds = Thresholds()
     l2: float = 1.0
     balance_classes: bool = True
+    #: Inputs held neutral (weight 0 for every class, whatever the training data says):
+    #: features with no real non-gunfire evidence behind them (docs/scoring.md, "Neutral
+    #: features"). They stay in the model so a refit on real labels can use them.
+    neutral: tuple[str, ...] = ()
     provenance: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     # ------------------------------------------------------------------ scoring
@@ -242,7 +246,11 @@ class ScoringModel:
                 "probable_gunfire": self.thresholds.probable_gunfire,
                 "fireworks": self.thresholds.fireworks,
             },
-            "fit": {"l2": self.l2, "balance_classes": self.balance_classes},
+            "fit": {
+                "l2": self.l2,
+                "balance_classes": self.balance_classes,
+                "neutral_features": list(self.neutral),
+            },
             "provenance": _thaw(self.provenance),
         }
 
@@ -357,6 +365,13 @@ def _parse(data: Any) -> ScoringModel:
     l2 = _num(fit_cfg.get("l2", 1.0), "fit.l2")
     if l2 < 0:
         raise ValueError("fit.l2 must be >= 0")
+    neutral = fit_cfg.get("neutral_features", [])
+    names = {s.name for s in specs}
+    if not isinstance(neutral, list) or any(n not in names for n in neutral):
+        raise ValueError(f"fit.neutral_features must list names of 'features', got {neutral!r}")
+    for j, spec in enumerate(specs):
+        if spec.name in neutral and any(row[j] != 0.0 for row in rows):
+            raise ValueError(f"feature {spec.name!r} is neutral but has a non-zero weight")
     prov = data.get("provenance", {})
     if not isinstance(prov, dict):
         raise ValueError("'provenance' must be an object")
@@ -368,6 +383,7 @@ def _parse(data: Any) -> ScoringModel:
         thresholds=t,
         l2=l2,
         balance_classes=bool(fit_cfg.get("balance_classes", True)),
+        neutral=tuple(neutral),
         provenance=frozen_json(prov),
     )
 

@@ -15,7 +15,8 @@ What is modelled (every number is a modelling assumption, see docs/scoring.md):
   reported level saturates at ``SENSOR_CLIP_DB`` (the Pittsburgh 2018 array never reported
   more than 95.5 dB). A sensor hears a pulse when its SNR over its noise floor is at least
   ``MIN_SNR_DB`` and it is within ``MAX_RANGE_M``, unless it randomly misses it.
-* **Features.** Rise time, duration and spectral centroid drawn per source kind and smeared
+* **Features.** Rise time, duration and spectral centroid drawn per source kind (gunfire:
+  measured on the kit's real clips, :data:`PULSE_SHAPES`) and smeared
   with distance (absorption lengthens the onset and removes high frequencies).
 * **Dirt.** Bursts, simultaneous shooters, fireworks strings, echoes (extra, weaker, later
   pulses at the same sensor), diffracted arrivals (the direct path is blocked: the first
@@ -80,15 +81,17 @@ class SourceModel:
     rise_ms: float
     duration_ms: float
     centroid_hz: float
-    spread: float  # sigma of the log-normal per-event draw of rise/duration/centroid
+    spread: float  # (unused by the pulse shape: see PULSE_SHAPES)
     height_m: tuple[float, float]  # source height above ground, uniform range
 
 
-#: Gunfire: muzzle blast, very short rise, N-wave of a few ms, energy mostly 0.5–2 kHz.
+#: Gunfire: muzzle blast, very short rise, an N-wave under 2 ms, energy mostly 0.3–0.8 kHz
+#: as a 12 kHz street sensor hears it (measured, see PULSE_SHAPES).
 #: Fireworks: longer, bassier reports, somewhat quieter, some above street level.
 #: Other: impulsive urban noise (construction, dumpsters, doors): slow, long, quieter.
 SOURCES: dict[str, SourceModel] = {
-    "gunfire": SourceModel(148.0, 5.0, 0.3, 2.0, 1200.0, 0.35, (1.0, 2.0)),
+    # rise, duration, centroid at 1 m: measured on the kit's real clips (PULSE_SHAPES)
+    "gunfire": SourceModel(148.0, 5.0, 0.21, 1.7, 530.0, 0.34, (1.0, 2.0)),
     "fireworks": SourceModel(141.0, 6.0, 1.5, 15.0, 400.0, 0.45, (0.5, 40.0)),
     "other": SourceModel(128.0, 6.0, 4.0, 60.0, 700.0, 0.6, (0.5, 10.0)),
 }
@@ -260,24 +263,67 @@ def _world(
 
 
 def _features(
-    w: _World, base: NDArray, d: NDArray, level: NDArray, snr: NDArray
+    w: _World, base: NDArray, d: NDArray, level: NDArray, snr: NDArray, kind: str = "gunfire"
 ) -> list[tuple[float | None, ...]]:
     """(peak, snr, rise, duration, centroid) per heard sensor, per the world's feature mode."""
-    rng, k = w.rng, len(d)
+    k = len(d)
     if w.feature_mode == "none":
         return [(None,) * 5] * k
     peak = np.minimum(level, SENSOR_CLIP_DB)
     if w.feature_mode == "level_only":
         return [(float(p), float(s), None, None, None) for p, s in zip(peak, snr, strict=True)]
-    jit = np.exp(rng.normal(0.0, 0.2, (3, k)))
-    # absorption smears the onset, lengthens the pulse and removes the high end with range
-    rise = base[0] * (1 + d / 400.0) * jit[0]
-    dur = base[1] * (1 + d / 800.0) * jit[1]
-    cen = base[2] / (1 + d / 1000.0) * jit[2]
+    rise, dur, cen = pulse_shape_at_sensors(w.rng, kind, base, d)
     return [
         (float(p), float(s), float(r), float(u), float(c))
         for p, s, r, u, c in zip(peak, snr, rise, dur, cen, strict=True)
     ]
+
+
+@dataclass(frozen=True)
+class PulseShapeModel:
+    """How a kind's pulse shape reads at a sensor, in the sensor's own definitions
+    (services/sensor/features.py, docs/sensor.md): log-normal spreads per event (the source)
+    and per sensor (the path), and the range over which each feature doubles (rise,
+    duration) or halves (centroid); ``inf`` = no trend with distance."""
+
+    event_sigma: tuple[float, float, float]  # rise, duration, centroid (natural log)
+    sensor_sigma: tuple[float, float, float]
+    range_m: tuple[float, float, float]
+
+
+#: Gunfire: MEASURED on the kit's real clips, FP1–FP3 (472 pulses the vendor used for
+#: location, 45–445 m; ``python bench/sensor.py`` prints the distributions, FP4–FP5 held
+#: out): rise median 0.25 ms growing about x2 per km, duration 1.7 ms and centroid 530 Hz
+#: with no trend over that range; residual log sd 0.48, 0.24, 0.26, split evenly between
+#: the event and the sensor. Fireworks and other: ASSUMPTIONS (no real recordings of them;
+#: the scoring model holds these features neutral for that reason, docs/scoring.md).
+PULSE_SHAPES: dict[str, PulseShapeModel] = {
+    "gunfire": PulseShapeModel((0.34, 0.17, 0.18), (0.34, 0.17, 0.18),
+                               (1000.0, float("inf"), float("inf"))),
+    "fireworks": PulseShapeModel((0.45, 0.45, 0.45), (0.2, 0.2, 0.2), (400.0, 800.0, 1000.0)),
+    "other": PulseShapeModel((0.6, 0.6, 0.6), (0.2, 0.2, 0.2), (400.0, 800.0, 1000.0)),
+}
+
+
+def pulse_shape_of_event(rng: np.random.Generator, kind: str) -> NDArray:
+    """One event's (rise_ms, duration_ms, centroid_hz) at 1 m: the kind's medians with the
+    event's log-normal spread."""
+    model, shape = SOURCES[kind], PULSE_SHAPES[kind]
+    medians = np.array([model.rise_ms, model.duration_ms, model.centroid_hz])
+    return medians * np.exp(rng.normal(0.0, 1.0, 3) * np.array(shape.event_sigma))
+
+
+def pulse_shape_at_sensors(
+    rng: np.random.Generator, kind: str, base: NDArray, d: NDArray
+) -> tuple[NDArray, NDArray, NDArray]:
+    """Rise, duration and centroid at sensors ``d`` metres away, from the event's ``base``."""
+    shape = PULSE_SHAPES[kind]
+    jit = np.exp(rng.normal(0.0, 1.0, (3, len(d))) * np.array(shape.sensor_sigma)[:, None])
+    l_rise, l_dur, l_cen = shape.range_m
+    rise = base[0] * (1 + d / l_rise) * jit[0]
+    dur = base[1] * (1 + d / l_dur) * jit[1]
+    cen = base[2] / (1 + d / l_cen) * jit[2]
+    return rise, dur, cen
 
 
 def _emit(
@@ -292,9 +338,7 @@ def _emit(
     """Every pulse the array reports for one source emitting at ``times_s``."""
     rng, model = w.rng, SOURCES[kind]
     src_level = rng.normal(model.level_db, model.level_sd_db) if level_db is None else level_db
-    base = np.array([model.rise_ms, model.duration_ms, model.centroid_hz]) * np.exp(
-        rng.normal(0.0, model.spread, 3)
-    )
+    base = pulse_shape_of_event(rng, kind)
     n = len(w.enu)
     d = np.linalg.norm(w.enu - src, axis=1)
     # buildings: the farther the sensor, the likelier the direct path is blocked
@@ -315,7 +359,7 @@ def _emit(
         heard = (snr >= MIN_SNR_DB) & (d <= MAX_RANGE_M) & (rng.random(n) >= MISS_PROB)
         idx = np.flatnonzero(heard)
         true_t = t0 + d[idx] / w.c + late_s[idx] + rng.normal(0, w.timing_noise_s, len(idx))
-        feats = _features(w, base, d[idx], level[idx], snr[idx])
+        feats = _features(w, base, d[idx], level[idx], snr[idx], kind)
         for j, i in enumerate(idx):
             path: PathKind = "diffracted" if diffracted[i] else "direct"
             out.append(

@@ -34,12 +34,25 @@ def refit() -> tuple[ScoringModel, list[LabelledIncident]]:
 def test_refit_separates_classes_on_held_out_data(refit) -> None:
     model, held_out = refit
     report = evaluate(model, held_out)
-    assert report["auc_gunfire"] > 0.93
-    assert report["brier"] < 0.1
-    # most fireworks are called fireworks (or at worst probable), almost never plain gunfire
+    # the pulse shape is held neutral (no real non-gunfire evidence behind it), so level,
+    # residual and cadence carry the separation
+    assert report["auc_gunfire"] > 0.88
+    assert report["brier"] < 0.14
+    # fireworks are mostly called fireworks or other (or at worst probable), rarely gunfire
     fw = report["confusion"]["fireworks"]
-    assert fw["fireworks"] > 0.6 * 100
-    assert fw["gunfire"] < 0.1 * 100
+    assert fw["fireworks"] > 0.35 * 100
+    assert fw["gunfire"] < 0.15 * 100
+
+
+def test_neutral_features_get_exactly_zero_weight(refit) -> None:
+    model, _ = refit
+    assert set(model.neutral) == {"log_rise_time", "log_duration", "log_centroid"}
+    for j, spec in enumerate(model.features):
+        column = [row[j] for row in model.weights]
+        if spec.name in model.neutral:
+            assert column == [0.0, 0.0, 0.0], spec.name
+        else:
+            assert any(w != 0.0 for w in column), spec.name
 
 
 def test_refit_is_calibrated_in_populated_bins(refit) -> None:

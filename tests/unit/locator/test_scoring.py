@@ -106,14 +106,18 @@ def test_module_score_and_call_use_the_packaged_model() -> None:
     assert score(ev) == packaged_model().score(ev) == packaged_model()(ev)
 
 
-def test_probability_falls_as_pulses_get_longer() -> None:
-    # duration is the strongest fireworks/other cue: p(gunfire) must not rise with it
-    # (other acoustic features unreported, so duration carries the decision)
-    probs = [packaged_model().score(shot(duration_ms=d, source_level_db=None, rise_ms=None,
-                                         centroid_hz=None)).probability
-             for d in (1, 2, 4, 8, 16, 32, 64)]
-    assert probs == sorted(probs, reverse=True)
-    assert probs[0] - probs[-1] > 0.5
+@pytest.mark.parametrize(
+    "shape",
+    [{"duration_ms": d} for d in (1, 2, 8, 64)]
+    + [{"rise_ms": r} for r in (0.1, 1.0, 8.0)]
+    + [{"centroid_hz": c} for c in (250.0, 600.0, 3000.0)],
+)
+def test_the_pulse_shape_is_neutral(shape: dict) -> None:
+    """Rise, duration and centroid carry no evidence: the kit's real recordings are gunfire
+    only, so their non-gunfire values are assumptions (docs/scoring.md, neutral features)."""
+    unreported = {"rise_ms": None, "duration_ms": None, "centroid_hz": None}
+    base = packaged_model().score(shot(**unreported))
+    assert packaged_model().score(shot(**{**unreported, **shape})) == base
 
 
 def test_probability_rises_with_more_agreeing_sensors() -> None:
