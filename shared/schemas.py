@@ -103,21 +103,51 @@ class Position(WireModel):
 
 
 class AcousticFeatures(WireModel):
-    """Optional acoustic features of one impulse, as measured at the sensor."""
+    """Optional acoustic features of one impulse, as measured at the sensor.
 
-    peak_db: float | None = Field(default=None, ge=0, le=250, description="Peak level, dB SPL")
-    snr_db: float | None = Field(default=None, ge=-50, le=200, description="Signal to noise, dB")
-    rise_time_ms: float | None = Field(default=None, ge=0, le=1000, description="Onset rise, ms")
-    duration_ms: float | None = Field(default=None, ge=0, le=10000, description="Duration, ms")
+    The definitions are the contract between a sensor and the scorer; ``shotline sensor``
+    computes exactly these (services/sensor/features.py, docs/sensor.md). "High-passed" is a
+    one-pole high-pass at 300 Hz; the "first peak" is the first excursion after the onset
+    reaching 35 % of the largest one within 2 ms of the trigger.
+    """
+
+    peak_db: float | None = Field(
+        default=None, ge=0, le=250,
+        description="Largest |sample| from the onset to 5 ms after it, in dB SPL by the "
+        "sensor's calibration (the SPL of a full-scale sample); a clipped impulse reads full "
+        "scale, a lower bound",
+    )
+    snr_db: float | None = Field(
+        default=None, ge=-50, le=200,
+        description="20·log10 of the high-passed peak (onset to 5 ms after) over the RMS of the "
+        "high-passed background before the impulse (loud events excluded), dB",
+    )
+    rise_time_ms: float | None = Field(
+        default=None, ge=0, le=1000,
+        description="10 % to 90 % rise of the first peak's magnitude on the high-passed signal, "
+        "crossings interpolated between samples, ms",
+    )
+    duration_ms: float | None = Field(
+        default=None, ge=0, le=10000,
+        description="Length of the first pulse (a muzzle blast's N-wave): from the onset to the "
+        "second zero crossing of the high-passed signal after the first peak, ms. Not the "
+        "energy envelope (a street's reverberation lasts tens to hundreds of ms)",
+    )
     spectral_centroid_hz: float | None = Field(
-        default=None, ge=0, le=100000, description="Spectral centroid, Hz"
+        default=None, ge=0, le=100000,
+        description="Power-weighted mean frequency of the raw audio from 1 ms before to 9 ms "
+        "after the onset, mean removed, Hann-weighted, 0 to Nyquist, Hz",
     )
 
 
 class DetectionIn(AcousticFeatures):
     """One impulse heard by one sensor, as the sensor posts it."""
 
-    detection_id: Identifier = Field(description="Unique per sensor; the idempotency key")
+    detection_id: Identifier = Field(
+        description="Unique per sensor; the idempotency key. Derive it from the sensor and "
+        "the onset (shotline sensor: 'on-' + 20 hex of SHA-256 of 'sensor_id|arrival_time'), "
+        "so a resend is answered duplicate"
+    )
     sensor_id: Identifier = Field(description="Must be the authenticated sensor's own id")
     arrival_time: UtcTime = Field(
         description="Onset time, RFC 3339 UTC; microseconds are kept exactly"

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from services.ingest import audio
 from services.ingest import metrics as ingest_metrics
 from services.ingest.registry import touch_last_seen
 from services.ingest.routes import router
@@ -89,12 +90,14 @@ def create_app(
         )
         app.state.ingest = state
         flusher = asyncio.create_task(_flush_last_seen(state), name="last-seen")
+        purger = asyncio.create_task(audio.purge_loop(state), name="clip-retention")
         try:
             yield
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in (flusher, purger):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await _write_last_seen(state)
             await producer.stop()
             await pool.close()
@@ -106,6 +109,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(audio.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

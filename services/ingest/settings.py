@@ -41,3 +41,21 @@ class IngestSettings(CommonSettings):
     db_pool_size: int = Field(
         default=8, ge=1, le=100, description="PostgreSQL connections (token lookups)"
     )
+    max_clip_bytes: int = Field(
+        default=262_144, ge=1024, le=16_777_216,
+        description="Largest detection clip (WAV) accepted on /v1/detections/{id}/audio",
+    )
+    max_clip_s: float = Field(
+        default=2.05, gt=0, le=2.05, description="Longest clip: 1 s either side of the onset"
+    )
+    clip_max_voice_share: float = Field(
+        default=0.3, ge=0, le=1,
+        description="Refuse a clip whose share of loud voice-band (speech-like) frames is more",
+    )
+    clip_retention_s: float = Field(
+        default=604_800.0, gt=0,
+        description="Clips are deleted this long after arrival unless an incident holds them",
+    )
+    clip_purge_interval_s: float = Field(
+        default=3600.0, gt=0, description="How often expired clips are deleted"
+    )

@@ -16,11 +16,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from services.sensor.clips import ClipPolicy
 from services.sensor.main import read_token, replay_files, run_device
 from services.sensor.settings import SensorSettings
 from services.sensor.sources import SourceError, open_file
 from services.sensor.uplink import UplinkRefused
+from shared.audio import ClipPolicy
 from shared.cli import fail
 from shared.schemas import is_identifier
 

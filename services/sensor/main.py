@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from services.sensor.clips import ClipPolicy
 from services.sensor.queue import DetectionQueue
 from services.sensor.service import AudioStream, Counts, SensorService
 from services.sensor.settings import SensorSettings
 from services.sensor.sources import AudioFile, SourceError, device_unavailable_reason
 from services.sensor.uplink import Uplink
+from shared.audio import ClipPolicy
 
 KIT_FULL_SCALE = 32_124.0
 

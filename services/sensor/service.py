@@ -29,13 +29,13 @@ from datetime import datetime
 import numpy as np
 
 from services.sensor import features as feats
-from services.sensor.clips import ClipPolicy, encode_wav
 from services.sensor.detections import detection_body, detection_id, onset_time
 from services.sensor.detector import DetectorConfig, ImpulseDetector, Onset
 from services.sensor.queue import DetectionQueue
 from services.sensor.ring import AudioRing
 from services.sensor.settings import SensorSettings
 from services.sensor.uplink import Uplink
+from shared.audio import ClipPolicy, encode_wav
 
 log = logging.getLogger("shotline.sensor")
 

@@ -45,3 +45,20 @@ def write_clip(path: Path, samples: np.ndarray, start: datetime, sensor_id: str 
                     "location": {"x": 0, "y": 0, "z": 0}})
     )
     return path
+
+
+def speech(seconds: float = 2.0) -> np.ndarray:
+    """Voiced sound: harmonics of 120 Hz shaped by two formants, syllables at 4 Hz."""
+    t = np.arange(int(seconds * SR)) / SR
+    voice = sum(np.sin(2 * np.pi * 120 * k * t) / (1 + abs(120 * k - f) / 200)
+                for k in range(1, 28) for f in (700, 1200))
+    syllables = 0.5 * (1 + np.sin(2 * np.pi * 4 * t)) ** 2
+    return 3000 * voice * syllables + np.random.default_rng(1).normal(0, 30, t.size)
+
+
+def speech_clip(seconds: float = 2.0) -> bytes:
+    from shared.audio import encode_wav
+
+    return encode_wav(speech(seconds), SR)
+
+

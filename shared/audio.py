@@ -1,13 +1,16 @@
-"""A detection's audio clip: what is cut, what is refused, how it is encoded (pure).
+"""A detection's audio clip: what is cut, what is refused, how it is encoded (pure, shared by
+the sensor, which withholds a speech-like clip, and ingest, which refuses to keep one).
 
 A clip is the impulse with at most 1 s either side, cut from the in-memory ring; nothing
 else of the stream is ever kept or sent. Before a clip is kept, a **voice-band loudness
-check** refuses it if it is mostly speech-like sound: the clip is cut into 20 ms frames;
+check** refuses it if it is mostly speech-like sound: the clip is cut into 32 ms frames;
 a frame is *voice-like* when at least ``voice_band_share`` of its energy lies in the
-telephone voice band (300–3,400 Hz) and it is at least ``loud_db`` above the clip's quiet
-floor (its 10th-percentile frame). The impulse itself (from 20 ms before the onset to
-``impulse_ms`` after it) is not counted. If voice-like frames make up more than
-``max_voice_share`` of the rest, the clip is withheld (the detection is still sent).
+telephone voice band (300–3,400 Hz), it is at least ``loud_db`` above the clip's quiet
+floor (its 10th-percentile frame), and it is voiced: periodic at a voice's pitch (its
+normalised autocorrelation at a lag of 2.5–12.5 ms reaches ``voicing``). The impulse
+itself (from one frame before the onset to ``impulse_ms`` after it) is not counted. If
+voice-like frames make up more than ``max_voice_share`` of the rest, the clip is withheld
+(the detection is still sent).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 VOICE_BAND_HZ = (300.0, 3400.0)
-FRAME_MS = 20.0
+#: A speaking voice's pitch range (fundamental frequency), Hz.
+PITCH_HZ = (80.0, 400.0)
+FRAME_MS = 32.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class ClipPolicy:
     loud_db: float = 10.0
     max_voice_share: float = 0.3
     impulse_ms: float = 150.0
+    voicing: float = 0.6
 
     def voice_share(
         self, samples: NDArray, sample_rate: int, onset_index: int | None = None
@@ -65,9 +71,24 @@ def speech_like_share(
     share = spectrum[:, band].sum(axis=1) / total
     level = 10 * np.log10(total)
     floor = np.percentile(level, 10)
-    voice = (share >= policy.voice_band_share) & (level >= floor + policy.loud_db)
+    voiced = _voicing(frames, sample_rate) >= policy.voicing
+    voice = (share >= policy.voice_band_share) & (level >= floor + policy.loud_db) & voiced
     counted = keep.sum()
     return float(voice[keep].sum() / counted) if counted else 0.0
+
+
+def _voicing(frames: NDArray, sample_rate: int) -> NDArray:
+    """Per frame, the largest normalised autocorrelation at a voice's pitch period
+    (:data:`PITCH_HZ`): near 1 for voiced speech, low for a bang, its echoes or traffic."""
+    lo = int(sample_rate / PITCH_HZ[1])
+    hi = min(int(sample_rate / PITCH_HZ[0]), frames.shape[1] - 8)
+    spec = np.fft.rfft(frames, n=2 * frames.shape[1], axis=1)
+    ac = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, : frames.shape[1]]
+    zero = ac[:, :1] + 1e-12
+    # unbiased: a lag of k sees n - k sample pairs
+    n = frames.shape[1]
+    norm = ac[:, lo:hi] / zero * (n / (n - np.arange(lo, hi)))
+    return norm.max(axis=1)
 
 
 def encode_wav(samples: NDArray, sample_rate: int, full_scale: float = 32_767.0) -> bytes:
