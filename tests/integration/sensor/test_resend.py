@@ -153,3 +153,20 @@ async def test_a_detection_waits_on_disk_through_an_outage_and_goes_out_once_ing
     records = await read_topic(kafka_bootstrap, topics.detections, expected=3, timeout_s=5)
     assert len(records) == 3
     assert all(r.features.rise_time_ms is not None for _, r in records)
+
+
+async def test_each_accepted_detection_uploads_its_clip_of_at_most_a_second_either_side(
+    start_ingest, register, db, tmp_path, recording
+):
+    sensor = await register("roof-4")
+    ingest = await start_ingest(clock=FrozenClock(NOW))
+    settings = _settings(tmp_path, clips=True)
+    done = await replay_files(
+        settings, sensor_id="roof-4", token=sensor.token, ingest_url=ingest.url,
+        files=[open_file(recording, None)],
+    )
+    assert (done.accepted, done.clips_sent) == (3, 3)
+    rows = await db.fetch("SELECT detection_id, duration_s, sample_rate FROM audio_clips")
+    assert len(rows) == 3
+    # onsets at 1.0, 2.5 and 4.0 s of a 6 s file: each clip is the onset ± 1 s, never more
+    assert all(r["sample_rate"] == SR and 1.9 <= r["duration_s"] <= 2.0 for r in rows)
