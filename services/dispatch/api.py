@@ -26,8 +26,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.dispatch import clips, store
 from services.dispatch import metrics as dispatch_metrics
-from services.dispatch import store
 from services.dispatch.routing import validate_geofence
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.signing import generate_secret
@@ -535,6 +535,7 @@ def create_app(state: ApiState) -> FastAPI:
     )
     app.state.dispatch = state
     app.include_router(v1)
+    app.include_router(clips.router)  # signed, expiring clip links (no admin token)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

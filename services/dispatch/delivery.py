@@ -36,7 +36,7 @@ import httpcore
 import httpx
 import orjson
 
-from services.dispatch import formats, metrics, slo, store
+from services.dispatch import clips, formats, metrics, slo, store
 from services.dispatch.breaker import CircuitBreaker
 from services.dispatch.model import push_target_from_json
 from services.dispatch.push import HttpRequest, fcm, send, webpush
@@ -455,6 +455,7 @@ class DeliveryWorkers:
                 event,  # type: ignore[arg-type]
                 sender=self.settings.sender,
                 previous=previous,
+                audio=await self._clip_links(record) if d.format == "json" else None,
             )
             headers = sign_headers(d.webhook_id, now, rendered.body, active_secrets(d.secrets, now))
             headers["content-type"] = rendered.content_type
@@ -463,6 +464,17 @@ class DeliveryWorkers:
         return await self.push.build(
             push_target_from_json(d.push), record, event, now=now, client=self.http
         )
+
+    async def _clip_links(self, record: IncidentRecord) -> list[dict[str, str]] | None:
+        """Signed links to the clips of the sensors that located ``record`` (if enabled)."""
+        secret = self.settings.clip_url_secret
+        if secret is None or record.event == "cancelled":
+            return None
+        links = await clips.links_for(
+            self.pool, record, base=self.settings.public_url,
+            secret=secret.get_secret_value(), ttl_s=self.settings.clip_link_ttl_s,
+        )
+        return [link.json() for link in links]
 
     async def _finish(
         self,

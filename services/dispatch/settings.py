@@ -51,6 +51,21 @@ class DispatchSettings(CommonSettings):
     host: str = Field(default="127.0.0.1", description="Admin API listen address")
     port: int = Field(default=8082, ge=0, le=65535, description="Admin API port (0 = any free)")
 
+    # --- audio clips in alerts --------------------------------------------------------------
+    clip_url_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the expiring clip links in JSON alerts (at least 16 characters; "
+        "unset: alerts carry no clip links)",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8082",
+        description="Base URL of this API as alert receivers reach it (clip links)",
+    )
+    clip_link_ttl_s: float = Field(
+        default=86_400.0, gt=0, le=30 * 86_400,
+        description="A clip link works this long after the incident version was published",
+    )
+
     # --- consumer -------------------------------------------------------------------------
     group_id: str = Field(
         default="shotline-dispatch",
@@ -196,6 +211,18 @@ class DispatchSettings(CommonSettings):
             raise ValueError("is a default placeholder; set a random token (openssl rand -hex 32)")
         if len(raw) < MIN_ADMIN_TOKEN_LENGTH:
             raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")
+        return value
+
+    @field_validator("clip_url_secret")
+    @classmethod
+    def _strong_clip_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        raw = value.get_secret_value()
+        if raw.strip().lower() in _DEFAULT_SECRETS or len(raw) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be a random secret of at least {MIN_ADMIN_TOKEN_LENGTH} characters"
+            )
         return value
 
     @model_validator(mode="after")

@@ -61,8 +61,10 @@ def render(
     *,
     sender: str,
     previous: IncidentRecord | None = None,
+    audio: list[dict[str, str]] | None = None,
 ) -> RenderedBody:
-    """Render one alert message in ``fmt`` (see the module docstring for the contract)."""
+    """Render one alert message in ``fmt`` (see the module docstring for the contract).
+    ``audio`` (clip links, services/dispatch/clips.py) is carried by the JSON format."""
     # imported here so that importing the package does not pull every renderer's deps
     if fmt == "json":
         from services.dispatch.formats import json as renderer
@@ -73,4 +75,6 @@ def render(
     else:
         raise ValueError(f"format must be one of {FORMAT_NAMES}, not {fmt!r}")
     check_arguments(incident, event, sender, previous)
+    if fmt == "json" and audio:
+        return renderer.render(incident, event, sender=sender, previous=previous, audio=audio)
     return renderer.render(incident, event, sender=sender, previous=previous)

@@ -42,9 +42,16 @@ def alert_schema() -> dict[str, Any]:
 
 
 def alert_document(
-    incident: IncidentRecord, event: str, *, sender: str, previous: IncidentRecord | None
+    incident: IncidentRecord,
+    event: str,
+    *,
+    sender: str,
+    previous: IncidentRecord | None,
+    audio: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """The alert as a JSON-ready dict (what :func:`render` serialises)."""
+    """The alert as a JSON-ready dict (what :func:`render` serialises). ``audio``: signed,
+    expiring links to the clips of the sensors that located it (services/dispatch/clips.py);
+    the key is present only when there is at least one."""
     loc = incident.location
     location: dict[str, Any] = {"lat": loc.lat, "lon": loc.lon, "radius95_m": loc.radius95_m}
     if loc.semi_major_m is not None and loc.semi_minor_m is not None:
@@ -53,7 +60,7 @@ def alert_document(
             "semi_minor_m": loc.semi_minor_m,
             "orientation_deg": loc.orientation_deg,
         }
-    return {
+    doc = {
         "type": f"incident.{event}",
         "timestamp": format_time(incident.published_at),
         "data": {
@@ -75,6 +82,9 @@ def alert_document(
             "published_at": format_time(incident.published_at),
         },
     }
+    if audio:
+        doc["data"]["audio"] = audio
+    return doc
 
 
 def render(
@@ -83,7 +93,8 @@ def render(
     *,
     sender: str,
     previous: IncidentRecord | None = None,
+    audio: list[dict[str, str]] | None = None,
 ) -> RenderedBody:
     """Serialise :func:`alert_document` (compact UTF-8 JSON)."""
-    doc = alert_document(incident, event, sender=sender, previous=previous)
+    doc = alert_document(incident, event, sender=sender, previous=previous, audio=audio)
     return RenderedBody(CONTENT_TYPE, orjson.dumps(doc))
