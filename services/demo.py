@@ -2,8 +2,10 @@
 
 Registers a simulated sensor array (``services.locator.simulate``) in the registry, subscribes
 a local webhook receiver to the whole array, then every few seconds simulates a situation
-(single shot, burst, fireworks, two shooters) and posts each sensor's detections to ingest
-over HTTP with that sensor's own token — exactly what real sensors do. The receiver verifies
+(single shot, burst, fireworks, two shooters): each sensor that hears it gets its audio
+rendered and played in real time through the sensor program (``services.sensor``), which
+detects the onsets and posts them to ingest with that sensor's own token — the whole chain
+from sound to CAD. The receiver verifies
 each alert's Standard Webhooks signature and prints it, with the shot-to-alert latency.
 """
 
@@ -12,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import secrets
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -71,7 +72,10 @@ class DemoReceiver:
         """One line per alert: incident id, event and version, class, rounds, location with
         its 95 % radius, and the latency a dispatcher sees (a first alert from the shot, an
         update from the round that caused it, as the SLO counts them)."""
-        self.console.print(alert_line(alert, datetime.now(UTC)), soft_wrap=True, highlight=False)
+        line = alert_line(alert, datetime.now(UTC))
+        if alert.get("audio"):  # links to the clips of the sensors that located it
+            line += f"  {len(alert['audio'])} clips"
+        self.console.print(line, soft_wrap=True, highlight=False)
 
     @property
     def url(self) -> str:
@@ -223,6 +227,23 @@ async def fire(
     return len(world.detections), accepted
 
 
+async def fire_through_sensors(
+    pipeline: Pipeline, array: CityArray, tokens: dict[str, str], kind: str, seed: int
+) -> tuple[int, int, int]:
+    """Simulate one situation and let the sensor program hear it: each sensor's audio is
+    rendered and played in real time into ``shotline sensor``'s service, which detects,
+    measures and posts (services/sensor/simulated.py). Returns (onsets, accepted, clips)."""
+    from services.sensor.simulated import hear, stream_start_for
+
+    start = datetime.now(UTC) + timedelta(seconds=1.5)
+    world = scenario(kind, array, start=start, rng=np.random.default_rng(seed))
+    heard = await hear(
+        list(world.detections), stream_start=stream_start_for(start), tokens=tokens,
+        ingest_url=pipeline.ingest_url, seed=seed,
+    )
+    return heard.onsets, heard.accepted, heard.clips
+
+
 async def run_demo(
     pipeline: Pipeline,
     console: Console,
@@ -232,7 +253,6 @@ async def run_demo(
     """Runs until cancelled; ``on_ready()`` is called once the array and its CAD are set up,
     before the first situation."""
     array = build_array(density_per_sq_mi=12, area_sq_mi=2.0, seed=7)
-    run_id = secrets.token_hex(4)
     tokens = await register_array(pipeline.database_url, array)
     receiver = DemoReceiver(console)
     await receiver.start()
@@ -246,8 +266,13 @@ async def run_demo(
             on_ready()
         for n in itertools.count(1):
             kind = SITUATIONS[(n - 1) % len(SITUATIONS)]
-            posted, accepted = await fire(pipeline, array, tokens, kind, seed=n, run_id=run_id)
-            console.print(f"[cyan]simulated[/] {kind}: {accepted}/{posted} detections accepted")
+            onsets, accepted, clip_count = await fire_through_sensors(
+                pipeline, array, tokens, kind, seed=n
+            )
+            console.print(
+                f"[cyan]simulated[/] {kind}: the sensors heard {onsets} onsets, ingest accepted "
+                f"{accepted}, {clip_count} clips"
+            )
             await asyncio.sleep(every_s)
     finally:
         await receiver.stop()

@@ -17,11 +17,14 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+from pydantic import SecretStr
 
 if TYPE_CHECKING:
     from services.pipeline import PipelineSettings
@@ -315,15 +318,19 @@ def _database_line(infra: object, data_dir: Path) -> str:
 def _allow_demo_receiver(settings: PipelineSettings) -> PipelineSettings:
     """The settings with loopback added to dispatch's allowed target networks: the demo's CAD
     receiver listens on 127.0.0.1, which dispatch otherwise refuses (see
-    ``services.dispatch.targets``)."""
+    ``services.dispatch.targets``); and a clip-link secret, so the alerts link the clips
+    the simulated sensors upload."""
     dispatch = settings.dispatch
+    update: dict[str, object] = {}
     loopback = ipaddress.ip_network("127.0.0.0/8")
-    if loopback in dispatch.allowed_target_networks:
+    if loopback not in dispatch.allowed_target_networks:
+        update["allowed_target_networks"] = (*dispatch.allowed_target_networks, loopback)
+    if dispatch.clip_url_secret is None:  # the demo's alerts link the sensors' clips
+        update["clip_url_secret"] = SecretStr(secrets.token_hex(16))
+        update["public_url"] = f"http://{dispatch.host}:{dispatch.port}"
+    if not update:
         return settings
-    allowed = (*dispatch.allowed_target_networks, loopback)
-    return dataclasses.replace(
-        settings, dispatch=dispatch.model_copy(update={"allowed_target_networks": allowed})
-    )
+    return dataclasses.replace(settings, dispatch=dispatch.model_copy(update=update))
 
 
 def _print_banner(

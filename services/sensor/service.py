@@ -89,7 +89,10 @@ class SensorService:
         if config.sample_rate != stream.sample_rate:
             config = DetectorConfig(**{**config.__dict__, "sample_rate": stream.sample_rate})
         self.detector = ImpulseDetector(config)
-        self.queue = queue or DetectionQueue(settings.queue_path, settings.queue_capacity)
+        self.queue = (
+            queue if queue is not None
+            else DetectionQueue(settings.queue_path, settings.queue_capacity)
+        )
         self.clip_policy = clip_policy or ClipPolicy()
         self.counts = Counts()
         self._on_progress = on_progress
