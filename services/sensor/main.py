@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import httpx
 import numpy as np
 
 from services.sensor.queue import DetectionQueue
-from services.sensor.service import AudioStream, Counts, SensorService
+from services.sensor.service import ANCHORS_KEPT, AudioStream, Counts, SensorService
 from services.sensor.settings import SensorSettings
 from services.sensor.sources import AudioFile, SourceError, device_unavailable_reason
 from services.sensor.uplink import Uplink
@@ -105,14 +106,17 @@ async def run_device(
 
     loop = asyncio.get_running_loop()
     blocks: asyncio.Queue[np.ndarray] = asyncio.Queue(maxsize=100)  # ~10 s: bounded
-    anchor: list[datetime] = []
+    anchors: deque[tuple[int, datetime]] = deque(maxlen=ANCHORS_KEPT)
+    seen = [0]
     block = int(sample_rate * settings.block_ms / 1000)
 
     def callback(indata, frames, time_info, status) -> None:  # PortAudio's thread
-        if not anchor:
-            # the instant of the first sample: now, minus how long ago the ADC took it
-            lag = max(0.0, time_info.currentTime - time_info.inputBufferAdcTime)
-            anchor.append(datetime.now(UTC) - timedelta(seconds=lag))
+        # the instant of this block's first sample on the (GPS-disciplined) system clock:
+        # now, minus how long ago the ADC took it
+        lag = max(0.0, time_info.currentTime - time_info.inputBufferAdcTime)
+        when = datetime.now(UTC) - timedelta(seconds=lag)
+        loop.call_soon_threadsafe(anchors.append, (seen[0], when))
+        seen[0] += frames
         data = indata[:, 0].astype(np.float64) * 32_767.0
         with contextlib.suppress(asyncio.QueueFull):
             loop.call_soon_threadsafe(blocks.put_nowait, data)
@@ -128,7 +132,8 @@ async def run_device(
     stream_in.start()
     try:
         first = await blocks.get()
-        stream = AudioStream(anchor[0], sample_rate, _prepend(first, _blocks()))
+        stream = AudioStream(anchors[0][1], sample_rate, _prepend(first, _blocks()),
+                             anchors=anchors)
         queue = DetectionQueue(settings.queue_path, settings.queue_capacity)
         async with httpx.AsyncClient(timeout=settings.request_timeout_s) as client:
             service = SensorService(

@@ -22,9 +22,10 @@ import contextlib
 import logging
 import math
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -41,6 +42,8 @@ log = logging.getLogger("shotline.sensor")
 
 #: Full scale of 16-bit audio (the kit's mu-law decodes to at most ±32,124).
 FULL_SCALE_16 = 32_767.0
+#: Clock anchors kept from a live source (one per block: a minute at 100 ms blocks).
+ANCHORS_KEPT = 600
 
 
 @dataclass
@@ -66,6 +69,22 @@ class AudioStream:
     sample_rate: int
     blocks: AsyncIterator[np.ndarray]
     full_scale: float = FULL_SCALE_16
+    #: (stream sample, instant) pairs a live source adds as it reads (every block, the last
+    #: :data:`ANCHORS_KEPT`): an onset is timed by the straight line through them, so a sound
+    #: card's crystal, which drifts against the disciplined system clock by tens of ppm,
+    #: never accumulates error, and one late callback does not jolt the time.
+    anchors: deque[tuple[int, datetime]] = field(
+        default_factory=lambda: deque(maxlen=ANCHORS_KEPT)
+    )
+
+    def time_of(self, sample: float) -> datetime:
+        if len(self.anchors) < 2:
+            return onset_time(self.start, sample, self.sample_rate)
+        ref_sample, ref = self.anchors[0]
+        xs = np.array([a for a, _ in self.anchors], dtype=np.float64) - ref_sample
+        ys = np.array([(w - ref).total_seconds() for _, w in self.anchors])
+        slope, offset = np.polyfit(xs, ys, 1)
+        return ref + timedelta(seconds=float(slope * (sample - ref_sample) + offset))
 
 
 class SensorService:
@@ -170,10 +189,9 @@ class SensorService:
             self._on_progress(self.counts)
 
     def _detected(self, onset: Onset, features: dict | None = None) -> None:
-        sr = self.stream.sample_rate
         if features is None:
             features = self._features(onset)
-        at = onset_time(self.stream.start, onset.sample, sr)
+        at = self.stream.time_of(onset.sample)
         body = detection_body(self.sensor_id, at, features)
         if self.queue.put(body):
             self.counts.queued += 1
