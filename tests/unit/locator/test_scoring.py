@@ -229,6 +229,12 @@ BAD_FILES = [
     # a non-number where a number belongs
     ("string_intercept", _bad(intercepts={"gunfire": "x", "fireworks": 0, "other": 0}),
      "intercepts"),
+    # a neutral feature that the model does not have
+    ("unknown_neutral", _bad(fit={"l2": 1.0, "neutral_features": ["loudness"]}),
+     "neutral_features"),
+    # a neutral feature given a weight (it would then carry evidence after all)
+    ("weighted_neutral",
+     _bad(fit={"l2": 1.0, "neutral_features": ["log_residual"]}), "log_residual"),
 ]
 
 
