@@ -7,7 +7,8 @@ uploaded to ingest (``audio_clips``): ``{"sensor_id", "detection_id", "url", "sh
 <unix s>&sig=<hex>`` with ``sig = HMAC-SHA256(clip_url_secret, "sensor_id/detection_id/
 expires")``; it works until ``expires`` (``published_at`` of the incident version +
 ``clip_link_ttl_s``, so every retry of a delivery carries the same body), and the receiver
-checks the bytes against ``sha256``. Linking a clip holds it: the ingest retention
+checks the bytes against ``sha256``. Every render of one incident version links the same
+clips (:func:`links_for`). Linking a clip holds it: the ingest retention
 (``SHOTLINE_INGEST_CLIP_RETENTION_S``) does not delete a clip an incident holds.
 
 :func:`sign` and :func:`check` are pure; :func:`links_for` and the route are thin adapters.
@@ -85,26 +86,38 @@ def used_keys(incident: IncidentRecord) -> list[tuple[str, str]]:
 async def links_for(
     pool: asyncpg.Pool, incident: IncidentRecord, *, base: str, secret: str, ttl_s: float
 ) -> list[ClipLink]:
-    """Links to the uploaded clips of the pulses that located ``incident``; holds them."""
+    """Links to the uploaded clips of the pulses that located ``incident``; holds them.
+
+    The first render of an incident version holds the clips present then under
+    ``<incident_id>@<version>``; every later render of that version (a retry, another
+    subscriber) links exactly those, so each attempt carries the same body. A clip that
+    arrives later is linked by the next version.
+    """
     keys = used_keys(incident)
     if not keys:
         return []
     expires_at = incident.published_at.astimezone(UTC) + timedelta(seconds=ttl_s)
     expires = int(expires_at.timestamp())
-    rows = await pool.fetch(
-        """UPDATE audio_clips SET held_by = array_append(held_by, $3)
-           WHERE (sensor_id, detection_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-             AND NOT ($3 = ANY(held_by))
-           RETURNING sensor_id, detection_id""",
-        [k[0] for k in keys], [k[1] for k in keys], incident.incident_id,
-    )
-    del rows  # held now (or already); the links come from every clip present
-    found = await pool.fetch(
-        """SELECT sensor_id, detection_id, sha256 FROM audio_clips
-           WHERE (sensor_id, detection_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
-        [k[0] for k in keys], [k[1] for k in keys],
-    )
-    by_key = {(r["sensor_id"], r["detection_id"]): r["sha256"] for r in found}
+    holder = f"{incident.incident_id}@{incident.version}"
+    sensors, detections = [k[0] for k in keys], [k[1] for k in keys]
+    async with pool.acquire() as conn, conn.transaction():
+        # one renderer at a time per version decides its set (an advisory lock on its name)
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", holder)
+        rows = await conn.fetch(
+            """SELECT sensor_id, detection_id, sha256 FROM audio_clips
+               WHERE (sensor_id, detection_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+                 AND $3 = ANY(held_by)""",
+            sensors, detections, holder,
+        )
+        if not rows:
+            rows = await conn.fetch(
+                """UPDATE audio_clips SET held_by = held_by || ARRAY[$3, $4]
+                   WHERE (sensor_id, detection_id) IN
+                         (SELECT * FROM unnest($1::text[], $2::text[]))
+                   RETURNING sensor_id, detection_id, sha256""",
+                sensors, detections, holder, incident.incident_id,
+            )
+    by_key = {(r["sensor_id"], r["detection_id"]): r["sha256"] for r in rows}
     return [
         ClipLink(s, d, clip_url(base, secret, s, d, expires), by_key[(s, d)],
                  datetime.fromtimestamp(expires, UTC))

@@ -74,10 +74,28 @@ async def test_an_alert_carries_working_expiring_clip_links(
         past = int((datetime.now(UTC) - timedelta(seconds=1)).timestamp())
         stale = clips.clip_url(f"http://127.0.0.1:{port}", SECRET, "s1", "on-a", past)
         assert (await http.get(stale)).status_code == 410
+    holder = [f"{record.incident_id}@1", record.incident_id]
     held = await conn.fetch("SELECT detection_id, held_by FROM audio_clips ORDER BY 1")
-    assert [(r["detection_id"], r["held_by"]) for r in held] == [
-        ("on-a", [record.incident_id]), ("on-b", [record.incident_id])
-    ]
+    assert [(r["detection_id"], r["held_by"]) for r in held] == [("on-a", holder),
+                                                                 ("on-b", holder)]
+
+    # a clip that arrives after the alert went out: a retry of that version links the same
+    # clips (the same body), the next version links it too
+    late = encode_wav(impulses([SR * 1.0], 2.0, seed=9), SR)
+    await conn.execute(
+        "INSERT INTO audio_clips (sensor_id, detection_id, sha256, wav, sample_rate, "
+        "duration_s, received_at) VALUES ('s3', 'on-c', $1, $2, $3, 2.0, now())",
+        hashlib.sha256(late).hexdigest(), late, SR,
+    )
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        again = await clips.links_for(pool, record, base="http://x", secret=SECRET, ttl_s=3600)
+        assert [(c.sensor_id, c.detection_id) for c in again] == [("s1", "on-a"), ("s2", "on-b")]
+        v2 = record.model_copy(update={"version": 2, "event": "updated"})
+        later = await clips.links_for(pool, v2, base="http://x", secret=SECRET, ttl_s=3600)
+        assert [c.sensor_id for c in later] == ["s1", "s2", "s3"]
+    finally:
+        await pool.close()
     await conn.close()
 
 
