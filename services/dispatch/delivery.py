@@ -455,7 +455,7 @@ class DeliveryWorkers:
                 event,  # type: ignore[arg-type]
                 sender=self.settings.sender,
                 previous=previous,
-                audio=await self._clip_links(record) if d.format == "json" else None,
+                audio=await self._clip_links(record) if d.format in ("json", "cap") else None,
             )
             headers = sign_headers(d.webhook_id, now, rendered.body, active_secrets(d.secrets, now))
             headers["content-type"] = rendered.content_type

@@ -64,7 +64,7 @@ def render(
     audio: list[dict[str, str]] | None = None,
 ) -> RenderedBody:
     """Render one alert message in ``fmt`` (see the module docstring for the contract).
-    ``audio`` (clip links, services/dispatch/clips.py) is carried by the JSON format."""
+    ``audio`` (clip links, services/dispatch/clips.py) is carried by JSON and CAP."""
     # imported here so that importing the package does not pull every renderer's deps
     if fmt == "json":
         from services.dispatch.formats import json as renderer
@@ -75,6 +75,6 @@ def render(
     else:
         raise ValueError(f"format must be one of {FORMAT_NAMES}, not {fmt!r}")
     check_arguments(incident, event, sender, previous)
-    if fmt == "json" and audio:
+    if fmt in ("json", "cap") and audio:
         return renderer.render(incident, event, sender=sender, previous=previous, audio=audio)
     return renderer.render(incident, event, sender=sender, previous=previous)

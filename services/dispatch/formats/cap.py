@@ -110,8 +110,11 @@ def render(
     *,
     sender: str,
     previous: IncidentRecord | None = None,
+    audio: list[dict[str, str]] | None = None,
 ) -> RenderedBody:
-    """One CAP 1.2 ``<alert>`` (UTF-8 XML with declaration). See the module docstring."""
+    """One CAP 1.2 ``<alert>`` (UTF-8 XML with declaration). See the module docstring.
+    ``audio``: clip links (services/dispatch/clips.py), one ``<resource>`` each (CAP's own
+    ``<digest>`` is SHA-1, so the clip's SHA-256 is stated in ``<resourceDesc>``)."""
     cls = incident.classification
     loc = incident.location
     alert = ET.Element(f"{{{CAP_NS}}}alert")
@@ -157,6 +160,13 @@ def render(
         ("detectionReceivedAt", format_time(incident.first_detection_received_at)),
     ):
         _pair(info, "parameter", name, value)
+    for clip in audio or []:
+        resource = _sub(info, "resource")
+        _sub(resource, "resourceDesc",
+             f"audio clip of sensor {clip['sensor_id']}, detection {clip['detection_id']}; "
+             f"SHA-256 {clip['sha256']}; link expires {clip['expires_at']}")
+        _sub(resource, "mimeType", "audio/wav")
+        _sub(resource, "uri", clip["url"])
     area = _sub(info, "area")
     _sub(area, "areaDesc", f"95 % confidence circle of the located shots, zone {incident.zone}")
     _sub(area, "circle", f"{loc.lat:.6f},{loc.lon:.6f} {loc.radius95_m / 1000.0:.4f}")

@@ -74,6 +74,18 @@ def test_every_message_validates_against_the_xsd(
     cap_schema.validate(body.decode("utf-8"))
 
 
+def test_clip_links_are_resources_and_validate(cap_schema: xmlschema.XMLSchema) -> None:
+    clip = {"sensor_id": "s1", "detection_id": "on-a", "sha256": "ab" * 32,
+            "url": "https://dispatch.example/v1/clips/s1/on-a.wav?expires=1&sig=00",
+            "expires_at": "2026-11-25T02:02:04.250000Z"}
+    body = render("cap", make_incident(), "created", sender=SENDER, audio=[clip]).body
+    cap_schema.validate(body.decode("utf-8"))
+    root = parse(body)
+    assert text(root, "cap:info/cap:resource/cap:uri") == clip["url"]
+    assert text(root, "cap:info/cap:resource/cap:mimeType") == "audio/wav"
+    assert "ab" * 32 in (text(root, "cap:info/cap:resource/cap:resourceDesc") or "")
+
+
 @pytest.mark.parametrize(
     ("event", "msg_type"),
     [("created", "Alert"), ("updated", "Update"), ("cancelled", "Cancel")],
