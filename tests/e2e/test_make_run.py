@@ -18,7 +18,7 @@ from shared.embedded import free_port
 
 ALERT = re.compile(
     r"^ALERT [0-9a-f-]{36} created v1  (gunfire|probable_gunfire) p=\d\.\d\d  \d+ rounds?  "
-    r"at 40\.\d{5},-79\.\d{5} ±\d+ m  \d+\.\d s after the shot$"
+    r"at 40\.\d{5},-79\.\d{5} ±\d+ m  \d+\.\d s after the shot(  \d+ clips)?$"
 )
 
 
