@@ -27,14 +27,20 @@ Channel = Literal["webhook", "push"]
 Format = Literal["json", "cap", "eido"]
 #: Life-cycle of one outbox row (one subscription x one incident version).
 #: ``failed``: the receiver refused for good (4xx) or the subscription was disabled;
-#: ``dead``: the retry budget ran out (dead-letter, replayable by an operator).
-DeliveryState = Literal["pending", "delivered", "failed", "dead"]
+#: ``dead``: the retry budget ran out (dead-letter, replayable by an operator);
+#: ``superseded``: never to be sent (see :mod:`services.dispatch.ordering`): collapsed into a
+#: newer version, older than one already sent, after a cancel, or re-planned.
+DeliveryState = Literal["pending", "delivered", "failed", "dead", "superseded"]
+#: What a subscriber is told: the incident's events, plus ``downgraded`` - an incident it
+#: was alerted to as gunfire is now classified as something else.
+DeliveryEvent = Literal["created", "updated", "cancelled", "downgraded"]
 
 CHANNELS: tuple[str, ...] = get_args(Channel)
 FORMATS: tuple[str, ...] = get_args(Format)
 CLASSES: tuple[str, ...] = get_args(IncidentClass)
 EVENTS: tuple[str, ...] = get_args(IncidentEvent)
 DELIVERY_STATES: tuple[str, ...] = get_args(DeliveryState)
+DELIVERY_EVENTS: tuple[str, ...] = get_args(DeliveryEvent)
 
 
 @dataclass(frozen=True)
@@ -195,6 +201,6 @@ class DeliveryPlan:
     endpoint: str
     incident_id: str
     version: int
-    event: IncidentEvent
+    event: DeliveryEvent
     webhook_id: str
     planned_at: datetime

@@ -11,7 +11,8 @@ point on a geofence's edge counts as inside (an alert on the boundary street is 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from numbers import Real
 from typing import Any
@@ -21,12 +22,22 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
-from services.dispatch.model import DeliveryPlan, Subscription
+from services.dispatch.model import DeliveryEvent, DeliveryPlan, Subscription
 from services.dispatch.signing import webhook_id
 from shared.geo import haversine_m
-from shared.schemas import IncidentEvent, IncidentRecord
+from shared.schemas import IncidentRecord
 
 GEOFENCE_TYPES = ("Polygon", "MultiPolygon")
+#: The classes an alert as gunfire was about; leaving them is a downgrade.
+GUNFIRE_CLASSES = frozenset({"gunfire", "probable_gunfire"})
+
+
+@dataclass(frozen=True)
+class Told:
+    """What one subscriber was planned about an incident before (from the outbox)."""
+
+    classification: str  # of the latest version planned to it
+    cancelled: bool = False  # a cancel was planned to it (and not superseded unsent)
 
 
 def _check_position(position: Any, where: str) -> tuple[float, float]:
@@ -92,33 +103,60 @@ def validate_geofence(geojson: dict[str, Any]) -> BaseGeometry:
 
 
 def delivery_event(
-    incident: IncidentRecord, subscription: Subscription, already_notified: bool | None
-) -> IncidentEvent | None:
+    incident: IncidentRecord,
+    subscription: Subscription,
+    already_notified: bool | None,
+    told: Told | None = None,
+) -> DeliveryEvent | None:
     """The event this subscriber is told about this incident version, or None (not told).
 
     ``already_notified``: did this subscriber get any earlier version of this incident
     (``None``: unknown - the incident's own event is used and only the filters decide).
+    ``told``: what it was planned before (implies ``already_notified``).
 
     * An incident that newly matches (it crossed the class/probability threshold or moved
       into the geofence only in a later version) is *created* for this subscriber, even if
       the incident itself is ``updated``; a *cancel* of an incident they never heard of is
       not sent.
     * Once told, a subscriber hears every later update and the cancel even if the incident
-      stops matching (downgraded to fireworks, moved out of the area): an officer sent to
-      gunfire must learn that it was reclassified.
-    * Then the subscription's ``events`` and ``enabled`` apply.
+      stops matching (moved out of the area, probability below its minimum): an officer
+      sent to gunfire must learn what became of it.
+    * An update whose class is no longer one the subscriber asked for is told as
+      *cancelled*: for this subscriber the alert is withdrawn, explicitly, never by
+      silence. (Only the class decides: a probability wavering around the subscriber's
+      minimum must not cancel a gunfire alert.)
+    * An update that takes an incident the subscriber was last told of as gunfire
+      (:data:`GUNFIRE_CLASSES`) to another class it still asked for is *downgraded*, its own
+      event, not a quiet update.
+    * Nothing follows a cancel (``told.cancelled``).
+    * Then the subscription's ``events`` (``downgraded`` counts as an update) and
+      ``enabled`` apply.
     """
     if not subscription.enabled:
         return None
-    event: IncidentEvent = incident.event
+    if told is not None:
+        if told.cancelled:
+            return None
+        already_notified = True
+    event: DeliveryEvent = incident.event
     if already_notified is False:
         if event == "cancelled":
             return None
         event = "created"
     sticky = already_notified is True and event in ("updated", "cancelled")
+    if already_notified is True and event == "updated":
+        if incident.classification not in subscription.classes:
+            event = "cancelled"
+        elif (
+            told is not None
+            and told.classification in GUNFIRE_CLASSES
+            and incident.classification not in GUNFIRE_CLASSES
+        ):
+            event = "downgraded"
     if not sticky and not matches(incident, subscription):
         return None
-    return event if event in subscription.events else None
+    wanted = "updated" if event == "downgraded" else event
+    return event if wanted in subscription.events else None
 
 
 def same_shot(
@@ -160,20 +198,22 @@ def route(
     subscriptions: Sequence[Subscription],
     now: datetime,
     *,
-    notified: Collection[str] | None = None,
+    notified: Mapping[str, Told] | Collection[str] | None = None,
 ) -> list[DeliveryPlan]:
     """The deliveries of one incident version, in the order of ``subscriptions``.
 
-    ``notified``: ids of subscriptions that already got an earlier version of this incident
-    (from the outbox). Pass it - without it (``None``) an ``updated`` event reaches only
-    subscriptions it matches, as ``updated``, and newcomers miss the "created" upgrade (see
-    :func:`delivery_event`). ``now`` stamps the plans (``planned_at``). Never raises for a
+    ``notified``: the subscriptions that already got an earlier version of this incident
+    (from the outbox), best as a mapping to what each was told (downgrades and "nothing
+    after a cancel" need it). Pass it - without it (``None``) an ``updated`` event reaches
+    only subscriptions it matches, as ``updated``, and newcomers miss the "created" upgrade
+    (see :func:`delivery_event`). ``now`` stamps the plans (``planned_at``). Never raises for a
     valid ``Subscription`` (they validate themselves on construction).
     """
     plans: list[DeliveryPlan] = []
     for sub in subscriptions:
         already = None if notified is None else sub.subscription_id in notified
-        event = delivery_event(incident, sub, already)
+        told = notified.get(sub.subscription_id) if isinstance(notified, Mapping) else None
+        event = delivery_event(incident, sub, already, told)
         if event is None:
             continue
         plans.append(

@@ -2,7 +2,8 @@
 
 One entry point::
 
-    render(fmt, incident, event, *, sender, previous=None) -> RenderedBody(content_type, body)
+    render(fmt, incident, event, *, sender, previous=None, message_id=None, references=())
+        -> RenderedBody(content_type, body)
 
 Rendering is a deterministic function of its arguments - no clock, no randomness - so every
 retry of a delivery carries a byte-identical body (only the signature headers change with the
@@ -14,8 +15,19 @@ attempt time). Hence no ``now`` argument: times inside messages come from the in
   :func:`services.dispatch.routing.delivery_event`); it may differ from ``incident.event``.
 * ``sender`` identifies this Shotline installation, e.g. ``"shotline.city.example"``
   (CAP ``<sender>``, EIDO issuing element and agency id; JSON ``sender``).
-* ``previous`` is the version this subscriber got last (for CAP ``<references>`` and the JSON
-  ``previous_version``); pass it for updated/cancelled messages whenever it is known.
+* ``previous`` is the version this subscriber got last (for the JSON ``previous_version``
+  and the EIDO notes, and the *downgraded* wording); pass it for updated, downgraded and
+  cancelled messages whenever it is known.
+* ``message_id`` names this one message (the delivery's webhook-id): the CAP
+  ``<identifier>`` is built from it, so it is unique per message of a sender (one incident
+  version is different messages to different subscribers: an Alert to one, an Update to
+  another). Without it the identifier names the incident version only (documentation).
+* ``references``: CAP ``sender,identifier,sent`` of *every* earlier message this subscriber
+  may have received about the incident, oldest first (CAP ``<references>``). Without them
+  an Update/Cancel references ``previous`` by its message-id-less identifier.
+* ``event`` ``downgraded``: an incident alerted as gunfire that is now classified as
+  something else, while it still matches the subscription (see
+  :func:`services.dispatch.routing.delivery_event`) - said loudly in every format.
 
 Raises ``ValueError`` for an unknown format/event, an empty sender, or a ``previous`` that is
 not an earlier version of the same incident.
@@ -23,13 +35,15 @@ not an earlier version of the same incident.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, get_args
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple, get_args
 
-from shared.schemas import IncidentEvent, IncidentRecord
+from services.dispatch.model import DELIVERY_EVENTS, DeliveryEvent
+from shared.schemas import IncidentRecord
 
 FormatName = Literal["json", "cap", "eido"]
 FORMAT_NAMES: tuple[str, ...] = get_args(FormatName)
-EVENTS: tuple[str, ...] = get_args(IncidentEvent)
+EVENTS: tuple[str, ...] = DELIVERY_EVENTS
 
 
 class RenderedBody(NamedTuple):
@@ -57,11 +71,13 @@ def check_arguments(
 def render(
     fmt: FormatName,
     incident: IncidentRecord,
-    event: IncidentEvent,
+    event: DeliveryEvent,
     *,
     sender: str,
     previous: IncidentRecord | None = None,
     audio: list[dict[str, str]] | None = None,
+    message_id: str | None = None,
+    references: Sequence[str] = (),
 ) -> RenderedBody:
     """Render one alert message in ``fmt`` (see the module docstring for the contract).
     ``audio`` (clip links, services/dispatch/clips.py) is carried by JSON and CAP."""
@@ -75,6 +91,10 @@ def render(
     else:
         raise ValueError(f"format must be one of {FORMAT_NAMES}, not {fmt!r}")
     check_arguments(incident, event, sender, previous)
+    extra: dict[str, Any] = {}
     if fmt in ("json", "cap") and audio:
-        return renderer.render(incident, event, sender=sender, previous=previous, audio=audio)
-    return renderer.render(incident, event, sender=sender, previous=previous)
+        extra["audio"] = audio
+    if fmt == "cap":
+        extra["message_id"] = message_id
+        extra["references"] = references
+    return renderer.render(incident, event, sender=sender, previous=previous, **extra)

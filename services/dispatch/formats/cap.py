@@ -2,11 +2,15 @@
 
 Mapping of an incident version to one ``<alert>``:
 
-* ``identifier`` ``shotline-<incident_id>-v<version>``, ``sent`` = the version's
-  ``published_at`` (so ``references`` to it can be rebuilt from the previous record);
-* ``msgType`` Alert / Update / Cancel for created / updated / cancelled, ``references``
-  ``sender,identifier,sent`` of the previous version this receiver got, ``incidents`` the
-  incident id (correlates every message of one incident even without ``references``);
+* ``identifier`` ``shotline-<incident_id>-v<version>-<message id>``: unique per message
+  of the sender (one version is an Alert to one subscriber and an Update to another);
+  ``sent`` = the version's ``published_at``;
+* ``msgType`` Alert / Update / Cancel for created / updated (and downgraded) / cancelled,
+  ``references`` ``sender,identifier,sent`` of every earlier message this receiver may have
+  got about the incident, ``incidents`` the incident id (correlates every message of one
+  incident even without ``references``);
+* a *downgraded* message (an alerted gunfire incident reclassified) is an Update whose
+  headline and description start with ``DOWNGRADED``, with ``responseType`` Monitor;
 * ``scope`` Restricted (public-safety dispatch), ``category`` Security, ``urgency``
   Immediate (Past for a cancel), ``severity`` from the class, ``certainty`` from the gunfire
   probability, ``eventCode`` APCO (``SHOOT``...), ``onset`` the first shot;
@@ -20,6 +24,7 @@ CAP's date-time admits no ``Z`` and no fractional seconds: times are written
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from services.dispatch.formats import RenderedBody
@@ -28,7 +33,12 @@ from shared.schemas import IncidentRecord, format_time
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 CONTENT_TYPE = "application/common-alerting-protocol+xml"
 
-MSG_TYPES = {"created": "Alert", "updated": "Update", "cancelled": "Cancel"}
+MSG_TYPES = {
+    "created": "Alert",
+    "updated": "Update",
+    "downgraded": "Update",
+    "cancelled": "Cancel",
+}
 EVENT_NAMES = {
     "gunfire": "Gunfire",
     "probable_gunfire": "Probable gunfire",
@@ -57,14 +67,20 @@ def cap_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + "-00:00"
 
 
-def identifier(incident: IncidentRecord) -> str:
-    """The CAP identifier of one incident version (unique per sender)."""
-    return f"shotline-{incident.incident_id}-v{incident.version}"
+def identifier(incident: IncidentRecord, message_id: str | None = None) -> str:
+    """The CAP identifier of one message: incident, version and the message's own id.
+
+    Unique per message of a sender as CAP requires, given unique ``message_id``s (the
+    webhook-ids: one per subscription, incident version and generation). Without a
+    ``message_id`` it names the incident version only (documentation examples).
+    """
+    base = f"shotline-{incident.incident_id}-v{incident.version}"
+    return base if message_id is None else f"{base}-{message_id}"
 
 
-def reference(sender: str, incident: IncidentRecord) -> str:
+def reference(sender: str, incident: IncidentRecord, message_id: str | None = None) -> str:
     """``sender,identifier,sent`` of the message rendered for ``incident`` (CAP references)."""
-    return f"{sender},{identifier(incident)},{cap_time(incident.published_at)}"
+    return f"{sender},{identifier(incident, message_id)},{cap_time(incident.published_at)}"
 
 
 def certainty(probability: float) -> str:
@@ -89,7 +105,12 @@ def _pair(parent: ET.Element, tag: str, name: str, value: str) -> None:
     _sub(el, "value", value)
 
 
-def _description(incident: IncidentRecord, event: str) -> str:
+def _downgrade(incident: IncidentRecord, previous: IncidentRecord | None) -> str:
+    was = "gunfire" if previous is None else EVENT_NAMES[previous.classification].lower()
+    return f"DOWNGRADED from {was} to {EVENT_NAMES[incident.classification].lower()}"
+
+
+def _description(incident: IncidentRecord, event: str, previous: IncidentRecord | None) -> str:
     loc = incident.location
     what = EVENT_NAMES[incident.classification].lower()
     text = (
@@ -101,6 +122,8 @@ def _description(incident: IncidentRecord, event: str) -> str:
     )
     if event == "cancelled":
         text = "CANCELLED: this detection has been withdrawn. " + text
+    elif event == "downgraded":
+        text = f"{_downgrade(incident, previous)}: no longer classified as gunfire. " + text
     return text
 
 
@@ -111,6 +134,8 @@ def render(
     sender: str,
     previous: IncidentRecord | None = None,
     audio: list[dict[str, str]] | None = None,
+    message_id: str | None = None,
+    references: Sequence[str] = (),
 ) -> RenderedBody:
     """One CAP 1.2 ``<alert>`` (UTF-8 XML with declaration). See the module docstring.
     ``audio``: clip links (services/dispatch/clips.py), one ``<resource>`` each (CAP's own
@@ -118,15 +143,18 @@ def render(
     cls = incident.classification
     loc = incident.location
     alert = ET.Element(f"{{{CAP_NS}}}alert")
-    _sub(alert, "identifier", identifier(incident))
+    _sub(alert, "identifier", identifier(incident, message_id))
     _sub(alert, "sender", sender)
     _sub(alert, "sent", cap_time(incident.published_at))
     _sub(alert, "status", "Actual")
     _sub(alert, "msgType", MSG_TYPES[event])
     _sub(alert, "scope", "Restricted")
     _sub(alert, "restriction", RESTRICTION)
-    if event != "created" and previous is not None:
-        _sub(alert, "references", reference(sender, previous))
+    if event != "created":
+        if references:
+            _sub(alert, "references", " ".join(references))
+        elif previous is not None:
+            _sub(alert, "references", reference(sender, previous))
     _sub(alert, "incidents", incident.incident_id)
 
     info = _sub(alert, "info")
@@ -135,6 +163,8 @@ def render(
     _sub(info, "event", EVENT_NAMES[cls])
     if event == "cancelled":
         _sub(info, "responseType", "AllClear")
+    elif event == "downgraded":
+        _sub(info, "responseType", "Monitor")
     _sub(info, "urgency", "Past" if event == "cancelled" else "Immediate")
     _sub(info, "severity", SEVERITIES[cls])
     _sub(
@@ -145,8 +175,11 @@ def render(
     _pair(info, "eventCode", "APCO", APCO_CODES[cls])
     _sub(info, "onset", cap_time(incident.shot_time))
     _sub(info, "senderName", SENDER_NAME)
-    _sub(info, "headline", f"{EVENT_NAMES[cls]}: {incident.rounds} round(s), zone {incident.zone}")
-    _sub(info, "description", _description(incident, event))
+    headline = f"{EVENT_NAMES[cls]}: {incident.rounds} round(s), zone {incident.zone}"
+    if event == "downgraded":
+        headline = f"{_downgrade(incident, previous)}: {incident.rounds} round(s)"
+    _sub(info, "headline", headline)
+    _sub(info, "description", _description(incident, event, previous))
     for name, value in (
         ("incidentVersion", str(incident.version)),
         ("classification", cls),

@@ -70,6 +70,12 @@ def pidf_lo(incident: IncidentRecord, sender: str) -> str:
     )
 
 
+_PREFIXES = {
+    "cancelled": "CANCELLED: detection withdrawn. ",
+    "downgraded": "DOWNGRADED: no longer classified as gunfire. ",
+}
+
+
 def eido_document(
     incident: IncidentRecord, event: str, *, sender: str, previous: IncidentRecord | None
 ) -> dict[str, Any]:
@@ -91,7 +97,7 @@ def eido_document(
     cls = incident.classification
     loc = incident.location
     summary = (
-        f"{'CANCELLED: detection withdrawn. ' if event == 'cancelled' else ''}"
+        f"{_PREFIXES.get(event, '')}"
         f"Acoustic gunfire detection (Shotline): {incident.rounds} round(s) classified as "
         f"{EVENT_NAMES[cls].lower()}, gunfire probability {incident.gunfire_probability:.0%}, "
         f"at {loc.lat:.6f}, {loc.lon:.6f} within {loc.radius95_m:.0f} m (95 %); "

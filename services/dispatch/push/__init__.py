@@ -63,8 +63,12 @@ def push_message(incident: IncidentRecord, event: str) -> PushMessage:
     loc = incident.location
     name = EVENT_NAMES[incident.classification]
     rounds = f"{incident.rounds} round{'s' if incident.rounds != 1 else ''}"
-    if event == "cancelled":
+    if event == "cancelled" and incident.classification in ("gunfire", "probable_gunfire"):
         title = f"CANCELLED: {name.lower()} alert withdrawn"
+    elif event == "cancelled":  # withdrawn because it was reclassified
+        title = f"CANCELLED: alert withdrawn, now classified {name.lower()}"
+    elif event == "downgraded":
+        title = f"DOWNGRADED: not gunfire, now {name.lower()}"
     elif event == "updated":
         title = f"UPDATE {name.upper()}: {rounds}"
     else:

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from services.dispatch.routing import delivery_event, route, same_shot, validate_geofence
+from services.dispatch.routing import (
+    Told,
+    delivery_event,
+    route,
+    same_shot,
+    validate_geofence,
+)
 from services.dispatch.signing import webhook_id
 from tests.unit.dispatch.factories import (
     LAT,
@@ -157,8 +163,10 @@ ALL = ["created", "updated", "cancelled"]
         ("updated", False, False, ALL, None),
         # told before, still matching: updated
         ("updated", True, True, ALL, "updated"),
-        # told before, no longer matching (downgraded, moved out): still told the update
-        ("updated", True, False, ALL, "updated"),
+        # told before, no longer of a class they asked for: the alert is withdrawn for them
+        ("updated", True, False, ALL, "cancelled"),
+        # ... unless they do not take cancels
+        ("updated", True, False, ["created", "updated"], None),
         # told before, but they do not want updates
         ("updated", True, True, ["created", "cancelled"], None),
         # cancel of an incident they were told about, even if it no longer matches
@@ -177,6 +185,79 @@ def test_delivery_event_table(
     inc = make_incident(event=event, version=1 if event == "created" else 2)
     sub = make_subscription(events=wanted, classes=["gunfire"] if matching else ["fireworks"])
     assert delivery_event(inc, sub, notified) == told
+
+
+# delivery_event with what the subscriber was told before (Told): incident v2 (updated) of
+# class `now` at `where`, to a subscriber of `classes` / min probability 0.5 last told of
+# class `told_class` (cancelled: a cancel was planned to it)
+INSIDE, OUTSIDE = (LAT, LON), (LAT + 1.0, LON)
+
+
+@pytest.mark.parametrize(
+    ("told_class", "cancelled", "now", "probability", "where", "classes", "expected"),
+    [
+        # gunfire, still gunfire: an update
+        ("gunfire", False, "gunfire", 0.9, INSIDE, ["gunfire"], "updated"),
+        # gunfire -> probable gunfire: still an alert as gunfire, an update
+        (
+            "gunfire",
+            False,
+            "probable_gunfire",
+            0.6,
+            INSIDE,
+            ["gunfire", "probable_gunfire"],
+            "updated",
+        ),
+        # gunfire -> fireworks, a class they did not ask for: withdrawn (cancelled)
+        ("gunfire", False, "fireworks", 0.1, INSIDE, ["gunfire"], "cancelled"),
+        # ... even after it moved out of their area
+        ("gunfire", False, "fireworks", 0.1, OUTSIDE, ["gunfire"], "cancelled"),
+        # gunfire -> fireworks, which they also take: downgraded, not a quiet update
+        ("gunfire", False, "fireworks", 0.1, INSIDE, ["gunfire", "fireworks"], "downgraded"),
+        # ... also outside their area now (sticky, like every update)
+        ("gunfire", False, "fireworks", 0.1, OUTSIDE, ["gunfire", "fireworks"], "downgraded"),
+        # told of fireworks already (the downgrade went out): further updates are updates
+        ("fireworks", False, "fireworks", 0.1, INSIDE, ["gunfire", "fireworks"], "updated"),
+        # probability below their minimum, class still wanted: an update, not a cancel
+        ("gunfire", False, "gunfire", 0.3, INSIDE, ["gunfire"], "updated"),
+        # moved out of their area: an update (they were sent there)
+        ("gunfire", False, "gunfire", 0.9, OUTSIDE, ["gunfire"], "updated"),
+        # nothing follows a cancel, whatever the incident does
+        ("gunfire", True, "gunfire", 0.9, INSIDE, ["gunfire"], None),
+        ("gunfire", True, "fireworks", 0.1, INSIDE, ["gunfire"], None),
+    ],
+)
+def test_delivery_event_after_being_told_table(
+    told_class: str,
+    cancelled: bool,
+    now: str,
+    probability: float,
+    where: tuple[float, float],
+    classes: list[str],
+    expected: str | None,
+) -> None:
+    inc = make_incident(
+        event="updated",
+        version=2,
+        classification=now,
+        gunfire_probability=probability,
+        lat=where[0],
+        lon=where[1],
+    )
+    sub = make_subscription(classes=classes, min_probability=0.5)
+    told = Told(classification=told_class, cancelled=cancelled)
+    assert delivery_event(inc, sub, True, told) == expected
+    # the planner passes it as the notified mapping
+    plans = route(inc, [sub], NOW, notified={sub.subscription_id: told})
+    assert [p.event for p in plans] == ([expected] if expected else [])
+
+
+def test_a_downgrade_is_told_to_who_takes_updates() -> None:
+    inc = make_incident(
+        event="updated", version=2, classification="fireworks", gunfire_probability=0.1
+    )
+    sub = make_subscription(classes=["gunfire", "fireworks"], events=["created", "cancelled"])
+    assert delivery_event(inc, sub, True, Told("gunfire")) is None
 
 
 def test_disabled_subscription_is_never_told_even_a_cancel() -> None:
