@@ -43,7 +43,7 @@ Evidence = Literal["casings", "victim", "witness", "none"]
 Format = Literal["json", "cap", "eido"]
 Channel = Literal["webhook", "push"]
 #: ``undelivered`` = ``failed`` or ``dead``: one view of what did not arrive.
-DeliveryStatus = Literal["pending", "delivered", "failed", "dead", "undelivered"]
+DeliveryStatus = Literal["pending", "delivered", "failed", "dead", "superseded", "undelivered"]
 
 
 @dataclass
@@ -113,8 +113,10 @@ def _refused_targets(
     endpoint = push.webpush.endpoint if push is not None and push.webpush is not None else None
     problems = []
     for name, value in (("url", url), ("push.webpush.endpoint", endpoint)):
-        reason = None if value is None else literal_refusal(
-            urlsplit(value).hostname or "", settings.allowed_target_networks
+        reason = (
+            None
+            if value is None
+            else literal_refusal(urlsplit(value).hostname or "", settings.allowed_target_networks)
         )
         if reason is not None:
             problems.append(

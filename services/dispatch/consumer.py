@@ -17,6 +17,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Mapping
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 
 from services.dispatch import metrics, store
 from services.dispatch.model import Subscription
-from services.dispatch.routing import route, same_shot
+from services.dispatch.routing import GUNFIRE_CLASSES, Told, route, same_shot
 from services.dispatch.settings import DispatchSettings
 from shared.clock import Clock
 from shared.kafka import (
@@ -109,7 +110,7 @@ def make_planner(clock: Clock) -> store.Planner:
     cache = SubscriptionCache()
 
     def plan(
-        record: IncidentRecord, rows: list[store.SubscriptionRow], notified: set[str]
+        record: IncidentRecord, rows: list[store.SubscriptionRow], notified: Mapping[str, Told]
     ) -> list[store.PlannedDelivery]:
         return [
             store.PlannedDelivery(
@@ -123,6 +124,16 @@ def make_planner(clock: Clock) -> store.Planner:
         ]
 
     return plan
+
+
+def _downgrades(
+    record: IncidentRecord, planned: list[store.PlannedDelivery]
+) -> list[store.PlannedDelivery]:
+    """The planned messages that tell a subscriber its gunfire alert was downgraded: as
+    ``downgraded``, or as ``cancelled`` because the new class is not one it takes."""
+    if record.event == "cancelled" or record.classification in GUNFIRE_CLASSES:
+        return []
+    return [p for p in planned if p.event == "downgraded" or p.event == "cancelled"]
 
 
 class IncidentConsumer:
@@ -223,6 +234,20 @@ class IncidentConsumer:
         metrics.INCIDENTS_CONSUMED.labels(result.outcome).inc()
         for planned in result.deliveries:
             metrics.DELIVERIES_CREATED.labels(planned.channel).inc()
+        downgraded = _downgrades(record, result.deliveries)
+        if downgraded:
+            for planned in downgraded:
+                metrics.DOWNGRADES.labels(planned.event).inc()
+            log.warning(
+                "an incident alerted as gunfire was downgraded",
+                extra={
+                    "event_type": "incident.downgraded",
+                    "incident_id": record.incident_id,
+                    "version": record.version,
+                    "classification": record.classification,
+                    "told": {p.subscription_id: p.event for p in downgraded},
+                },
+            )
         if result.same_shot_as:
             metrics.SAME_SHOT.inc()
         if result.outcome == "stored":

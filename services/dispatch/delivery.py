@@ -16,13 +16,22 @@ Isolation of slow or dead receivers:
 * httpx timeouts from the settings bound every attempt, and the lease outlives them.
 
 What happens after an attempt is decided by the pure retry policy
-(:mod:`services.dispatch.retry`); this module only carries it out.
+(:mod:`services.dispatch.retry`), and which row of an incident goes to a subscriber next by
+the pure ordering decision (:mod:`services.dispatch.ordering`, applied by
+:func:`store.claim_due`); this module only carries them out.
+
+A webhook body is rendered once, right after its row is first claimed, and stored before it
+is sent (:func:`store.save_renderings`); retries and replays send the stored bytes. Any
+exception of a send is an attempt with its error: a URL the HTTP client cannot build is
+refused (failed at once, replayable after the fix); anything else unexpected is retried
+under the retry policy like a network error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -38,6 +47,7 @@ import orjson
 
 from services.dispatch import clips, formats, metrics, slo, store
 from services.dispatch.breaker import CircuitBreaker
+from services.dispatch.formats import cap
 from services.dispatch.model import push_target_from_json
 from services.dispatch.push import HttpRequest, fcm, send, webpush
 from services.dispatch.push.channels import PushChannels
@@ -47,6 +57,8 @@ from services.dispatch.retry import (
     Disable,
     GiveUp,
     HttpResponse,
+    NetworkError,
+    Refused,
     Retry,
     RetryPolicy,
     decide,
@@ -249,17 +261,21 @@ class DeliveryWorkers:
                 expire_due = time.monotonic() + min(5.0, self.policy.max_age.total_seconds() / 10)
                 await self._expire_overdue()
             free = self.settings.max_in_flight - len(self._inflight)
+            limit = min(free, self.settings.claim_batch)
+            batch = store.ClaimBatch([])
             claimed: list[store.ClaimedDelivery] = []
             if free > 0:
                 try:
                     self._wake.clear()
-                    claimed = await store.claim_due(
+                    batch = await store.claim_due(
                         self.pool,
-                        limit=min(free, self.settings.claim_batch),
+                        limit=limit,
                         lease_s=self.settings.lease_s,
                         owner=self.settings.instance_id,
                         exclude_endpoints=self._blocked_endpoints(self.clock()),
                     )
+                    metrics.SUPERSEDED.inc(batch.changed)
+                    claimed = await self._render_first(batch.deliveries)
                     backoff = 0.1
                 except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                     log.warning("claiming deliveries failed; retrying", extra={"error": repr(exc)})
@@ -267,16 +283,16 @@ class DeliveryWorkers:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 excess = []
-                limit = self.settings.per_host_concurrency
+                per_host = self.settings.per_host_concurrency
                 for delivery in claimed:
-                    if self._per_endpoint.get(delivery.endpoint, 0) < limit:
+                    if self._per_endpoint.get(delivery.endpoint, 0) < per_host:
                         self._spawn(delivery)
                     else:
                         excess.append(delivery)  # its receiver is busy: leave it for later
                 if excess:
                     await self._release(excess)
-            if claimed and len(claimed) == min(free, self.settings.claim_batch):
-                continue  # probably more due right now
+            if batch.changed or (batch.deliveries and batch.looked_at >= store.LOOK_FACTOR * limit):
+                continue  # probably more due right now (a re-planned row is due at once)
             await self._ensure_listening()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
@@ -294,6 +310,8 @@ class DeliveryWorkers:
             return
         for row in expired:
             metrics.DELIVERIES.labels("dead", row.channel).inc()
+            # (an expired row ends its pair's wait: the next version may go)
+            self._wake.set()
             log.warning(
                 "delivery dead-lettered: past the age limit without a successful attempt",
                 extra={
@@ -302,6 +320,67 @@ class DeliveryWorkers:
                     "endpoint": row.endpoint,
                 },
             )
+
+    async def _render_first(
+        self, claimed: list[store.ClaimedDelivery]
+    ) -> list[store.ClaimedDelivery]:
+        """Render and store the body of every claimed webhook row not rendered yet; returns
+        the rows to send (a row whose claim was lost meanwhile is dropped: its new owner
+        sends it). A row that cannot be rendered fails with the reason (see
+        :meth:`_fail_unbuildable`)."""
+        ready: list[store.ClaimedDelivery] = []
+        renderings: list[store.Rendering] = []
+        for d in claimed:
+            if d.channel != "webhook" or d.body is not None:
+                ready.append(d)
+                continue
+            try:
+                renderings.append(await self._render(d))
+            except Exception as exc:
+                await self._fail_unbuildable(d, exc)
+        saved = await store.save_renderings(self.pool, renderings)
+        for r in renderings:
+            if r.delivery.delivery_id in saved:
+                ready.append(
+                    dataclasses.replace(r.delivery, body=r.body, content_type=r.content_type)
+                )
+            else:
+                log.warning(
+                    "claim lost before the body was stored; not sent",
+                    extra={"delivery_id": r.delivery.delivery_id},
+                )
+        return ready
+
+    async def _render(self, d: store.ClaimedDelivery) -> store.Rendering:
+        """The body of a webhook row's first send (raises on bad input)."""
+        record = IncidentRecord.model_validate(d.record)
+        previous = None if d.previous is None else IncidentRecord.model_validate(d.previous)
+        linked = d.format in ("json", "cap") and d.event != "cancelled"
+        rendered = formats.render(
+            d.format,  # type: ignore[arg-type]
+            record,
+            d.event,  # type: ignore[arg-type]
+            sender=self.settings.sender,
+            previous=previous,
+            audio=await self._clip_links(record) if linked else None,
+            message_id=d.webhook_id,
+            references=d.references,
+        )
+        ref = None
+        if d.format == "cap":
+            ref = cap.reference(self.settings.sender, record, d.webhook_id)
+        return store.Rendering(d, rendered.body, rendered.content_type, d.format, d.url, ref)
+
+    async def _fail_unbuildable(self, d: store.ClaimedDelivery, exc: Exception) -> None:
+        # Our own failure (bad render input, push not configured, bad keys...): record it
+        # on the row, where an operator sees it; a replay after the fix sends it again.
+        log.warning(
+            "could not build the request",
+            extra={"delivery_id": d.delivery_id},
+            exc_info=not isinstance(exc, ValueError),
+        )
+        error = f"cannot build the request: {type(exc).__name__}: {exc}"[:500]
+        await self._finish(d, "failed", None, None, error, 0.0)
 
     async def _release(self, deliveries: list[store.ClaimedDelivery]) -> None:
         try:
@@ -374,15 +453,7 @@ class DeliveryWorkers:
             await self._decided(d, exc.outcome, started, time.perf_counter() - t0)
             return
         except Exception as exc:
-            # Our own failure (bad render input, push not configured, bad keys...): record it
-            # on the row, where an operator sees it; a replay after the fix sends it again.
-            log.warning(
-                "could not build the request",
-                extra={"delivery_id": d.delivery_id},
-                exc_info=not isinstance(exc, ValueError),
-            )
-            error = f"cannot build the request: {type(exc).__name__}: {exc}"[:500]
-            await self._finish(d, "failed", None, None, error, 0.0)
+            await self._fail_unbuildable(d, exc)
             return
         breaker = self._breaker(d.endpoint)
         now = self.clock()
@@ -392,7 +463,7 @@ class DeliveryWorkers:
             await store.defer(self.pool, d, until, "circuit open")
             metrics.DELIVERIES.labels("deferred", d.channel).inc()
             return
-        outcome = await send(self.http, request)
+        outcome = await self._send(d, request)
         duration = time.perf_counter() - t0
         self.attempts_made += 1
         finished = self.clock()
@@ -403,6 +474,17 @@ class DeliveryWorkers:
             # e.g. FCM 401: the cached access token is dropped, the retry fetches a new one
             self.push.observe(push_target_from_json(d.push), outcome)
         await self._decided(d, outcome, started, duration, finished)
+
+    async def _send(self, d: store.ClaimedDelivery, request: HttpRequest) -> AttemptOutcome:
+        """One send; every exception but a cancellation is an outcome (an attempt)."""
+        try:
+            return await send(self.http, request)
+        except httpx.InvalidURL as exc:
+            # e.g. a host IDNA cannot encode: no retry can build it; fix it, then replay
+            return Refused(f"the HTTP client cannot send to this URL: {exc}"[:500])
+        except Exception as exc:
+            log.exception("unexpected error while sending", extra={"delivery_id": d.delivery_id})
+            return NetworkError(f"unexpected {type(exc).__name__}: {exc}"[:500])
 
     async def _decided(
         self,
@@ -442,24 +524,17 @@ class DeliveryWorkers:
             await self._disable_gone(d, decision.reason)
 
     async def _build(self, d: store.ClaimedDelivery, now: datetime) -> HttpRequest:
-        """The exact request of this attempt: the same body and webhook-id on every attempt
-        (only the signature's timestamp, and push encryption, change)."""
+        """The exact request of this attempt: the stored body and the webhook-id on every
+        attempt (only the signature's timestamp, and push encryption, change)."""
         record = IncidentRecord.model_validate(d.record)
         event = d.event
         if d.channel == "webhook":
             assert d.url is not None
-            previous = None if d.previous is None else IncidentRecord.model_validate(d.previous)
-            rendered = formats.render(
-                d.format,  # type: ignore[arg-type]
-                record,
-                event,  # type: ignore[arg-type]
-                sender=self.settings.sender,
-                previous=previous,
-                audio=await self._clip_links(record) if d.format in ("json", "cap") else None,
-            )
-            headers = sign_headers(d.webhook_id, now, rendered.body, active_secrets(d.secrets, now))
-            headers["content-type"] = rendered.content_type
-            return HttpRequest("POST", d.url, headers, rendered.body)
+            if d.body is None or d.content_type is None:
+                raise RuntimeError("a webhook row is sent only after its body was stored")
+            headers = sign_headers(d.webhook_id, now, d.body, active_secrets(d.secrets, now))
+            headers["content-type"] = d.content_type
+            return HttpRequest("POST", d.url, headers, d.body)
         assert d.push is not None
         return await self.push.build(
             push_target_from_json(d.push), record, event, now=now, client=self.http

@@ -134,3 +134,14 @@ SUBSCRIPTION_DISABLED = Gauge(
     ["subscription_id"],
     registry=REGISTRY,
 )
+DOWNGRADES = Counter(
+    "shotline_dispatch_gunfire_downgrades_total",
+    "Messages planned to subscribers alerted to an incident as gunfire that is now classified "
+    "otherwise, by what they are told: downgraded (still of a class they take) or cancelled",
+    ["told"],
+)
+SUPERSEDED = Counter(
+    "shotline_dispatch_deliveries_superseded_total",
+    "Outbox rows never to be sent: collapsed into a newer version of their incident, older "
+    "than one sent, after a cancel, or re-planned after a subscription change",
+)

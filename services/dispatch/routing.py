@@ -159,9 +159,7 @@ def delivery_event(
     return event if wanted in subscription.events else None
 
 
-def same_shot(
-    a: IncidentRecord, b: IncidentRecord, *, window_s: float, distance_m: float
-) -> bool:
+def same_shot(a: IncidentRecord, b: IncidentRecord, *, window_s: float, distance_m: float) -> bool:
     """Do incidents ``a`` and ``b`` report the same shot(s), heard across a zone boundary?
 
     Each zone's locator sees only its own sensors, so a shot near a boundary that both

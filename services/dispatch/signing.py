@@ -53,14 +53,18 @@ def validate_secret(secret: str) -> str:
     return secret
 
 
-def webhook_id(subscription_id: str, incident_id: str, version: int) -> str:
+def webhook_id(subscription_id: str, incident_id: str, version: int, generation: int = 0) -> str:
     """The message id of one (subscription, incident, version): stable across retries.
 
     Deterministic, so a crash between sending and recording an attempt re-sends the same
     id, and a receiver deduplicates on it. ``msg_`` + 32 hex digits of SHA-256.
+    ``generation`` n > 0 names the message that replaces generation n-1 of the same version
+    after the subscription changed format or URL (a webhook-id names one body only).
     """
     # \x1f (unit separator) cannot occur in identifiers, so ("a.b", "c") != ("a", "b.c")
     key = f"{subscription_id}\x1f{incident_id}\x1f{version}".encode()
+    if generation:
+        key += f"\x1f{generation}".encode()
     return "msg_" + hashlib.sha256(key).hexdigest()[:32]
 
 

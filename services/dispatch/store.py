@@ -7,11 +7,18 @@ Contracts that the rest of the service relies on:
   current state and creates no deliveries. The outbox rows are written in the same
   transaction as the version (so a crash can never store one without the other), and a
   ``NOTIFY`` wakes the delivery workers of every instance when that transaction commits.
-* :func:`claim_due` hands a row to at most one worker at a time: ``FOR UPDATE SKIP LOCKED``
-  plus a lease (``claimed_until``) and a fencing token (``claim_token``). A worker that dies
-  leaves the row claimed until the lease runs out; then another worker takes it. Every
-  update of a claimed row names its token, so a worker whose lease expired cannot overwrite
-  the newer owner's result.
+* :func:`claim_due` hands a row to at most one worker at a time: a lease
+  (``claimed_until``) and a fencing token (``claim_token``). A worker that dies leaves the
+  row claimed until the lease runs out; then another worker takes it. Every update of a
+  claimed row names its token, so a worker whose lease expired cannot overwrite the newer
+  owner's result.
+* It also keeps one subscriber's messages about one incident in order: it decides per
+  (subscription, incident) pair with :func:`services.dispatch.ordering.decide_pair`, under
+  a transaction-scoped advisory lock of the pair (so two workers never decide one pair at
+  once), and carries out what it says: claim the one row to send, supersede stale ones,
+  re-plan a row whose subscription changed.
+* A webhook row is rendered once (:func:`save_renderings`, before its first send) and keeps
+  its body: every retry and replay of its webhook-id sends those bytes.
 
 All functions raise asyncpg errors on database failures; none swallows them.
 """
@@ -19,7 +26,7 @@ All functions raise asyncpg errors on database failures; none swallows them.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +34,10 @@ from typing import Any
 import asyncpg
 import orjson
 
+from services.dispatch.model import endpoint_key
+from services.dispatch.ordering import PairDecision, PairRow, decide_pair
+from services.dispatch.routing import Told
+from services.dispatch.signing import webhook_id
 from shared.schemas import IncidentRecord
 
 #: The channel name of the ``NOTIFY`` sent when outbox rows are committed.
@@ -246,8 +257,10 @@ class PlannedDelivery:
 
 
 #: Decides the outbox rows of a new current version (pure): from the record, the active
-#: subscriptions and the ids of subscriptions that were planned an earlier version.
-Planner = Callable[[IncidentRecord, list[SubscriptionRow], set[str]], list[PlannedDelivery]]
+#: subscriptions and what each subscription planned an earlier version was told.
+Planner = Callable[
+    [IncidentRecord, list[SubscriptionRow], Mapping[str, Told]], list[PlannedDelivery]
+]
 #: Do two incidents (of different zones) report the same shot? (``routing.same_shot``)
 SameShot = Callable[[IncidentRecord, IncidentRecord], bool]
 
@@ -325,9 +338,7 @@ async def store_incident(
                  VALUES ($1, $2, $3, $11::jsonb, $12, $13)
                  ON CONFLICT (incident_id, version) DO NOTHING
                  RETURNING version)
-               SELECT (SELECT version FROM cur) AS current, (SELECT version FROM ver) AS new,
-                      ARRAY(SELECT DISTINCT subscription_id FROM dispatch_deliveries
-                            WHERE incident_id = $1 AND version < $2) AS notified""",
+               SELECT (SELECT version FROM cur) AS current, (SELECT version FROM ver) AS new""",
             record.incident_id,
             record.version,
             record.event,
@@ -349,18 +360,18 @@ async def store_incident(
             # A newer version is already current: keep the history, alert nobody with the
             # older picture (they have, or will get, the newer one).
             return StoreResult("stale", [])
-        notified = set(row["notified"])
+        notified = await _told(conn, record.incident_id, record.version)
         active = subs
         siblings: tuple[str, ...] = ()
         if same_shot is not None:
             siblings = await _link_same_shot(conn, record, same_shot)
             if siblings:
-                elsewhere = await _told_of(conn, siblings) - notified
+                elsewhere = await _told_of(conn, siblings) - set(notified)
                 subs = [s for s in active if s.subscription_id not in elsewhere]
         planned = plan(record, subs, notified)
         await _insert_outbox(conn, record, planned)
         if siblings and record.event == "cancelled":
-            told_of_it = notified | {p.subscription_id for p in planned}
+            told_of_it = set(notified) | {p.subscription_id for p in planned}
             await _hand_over(
                 conn, siblings, [s for s in active if s.subscription_id in told_of_it], plan
             )
@@ -394,6 +405,26 @@ async def _insert_outbox(
     )
 
 
+async def _told(conn: asyncpg.Connection, incident_id: str, version: int) -> dict[str, Told]:
+    """What every subscription planned an earlier version of the incident was told: the class
+    of the latest version planned to it, and whether a cancel was (a cancel superseded
+    unsent - nothing had gone out before it - does not count)."""
+    rows = await conn.fetch(
+        """SELECT d.subscription_id,
+                  (array_agg(v.record->>'classification'
+                             ORDER BY d.version DESC, d.generation DESC))[1] AS classification,
+                  bool_or(d.event = 'cancelled'
+                          AND (d.status <> 'superseded' OR d.attempts > 0)) AS cancelled
+           FROM dispatch_deliveries d
+           JOIN dispatch_incident_versions v USING (incident_id, version)
+           WHERE d.incident_id = $1 AND d.version < $2
+           GROUP BY d.subscription_id""",
+        incident_id,
+        version,
+    )
+    return {r["subscription_id"]: Told(r["classification"], bool(r["cancelled"])) for r in rows}
+
+
 async def _told_of(conn: asyncpg.Connection, incident_ids: Sequence[str]) -> set[str]:
     """Subscriptions with an outbox row (any version, any status) for any of the incidents."""
     rows = await conn.fetch(
@@ -421,7 +452,7 @@ async def _hand_over(
         "SELECT record::text FROM dispatch_incidents WHERE incident_id = $1", siblings[0]
     )
     standing = IncidentRecord.model_validate_json(raw)
-    await _insert_outbox(conn, standing, plan(standing, orphans, set()))
+    await _insert_outbox(conn, standing, plan(standing, orphans, {}))
 
 
 #: Key of the advisory lock that serialises the same-shot check across instances.
@@ -469,14 +500,14 @@ async def _link_same_shot(
 
 @dataclass(frozen=True)
 class ClaimedDelivery:
-    """A claimed outbox row with everything needed to send it (one query)."""
+    """A claimed outbox row with everything needed to send it."""
 
     delivery_id: int
     claim_token: str
     subscription_id: str
     incident_id: str
     version: int
-    event: str
+    event: str  # what this message tells (decided at claim: see ordering.decide_pair)
     channel: str
     endpoint: str
     webhook_id: str
@@ -485,12 +516,34 @@ class ClaimedDelivery:
     created_at: datetime
     first_attempt_at: datetime | None  # since the last replay (the retry age limit counts)
     record: dict[str, Any]
-    previous: dict[str, Any] | None  # the version this subscriber was sent before, if any
+    previous: dict[str, Any] | None  # the latest version that may have reached it before
     sub_status: str
     format: str
     url: str | None
     push: dict[str, Any] | None
     secrets: list[tuple[str, datetime | None]]  # (secret, valid_until), newest first
+    #: CAP references of every earlier message that may have reached the subscriber
+    references: tuple[str, ...] = ()
+    body: bytes | None = None  # as rendered for the first send (None: not rendered yet)
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimBatch:
+    """What one :func:`claim_due` did."""
+
+    deliveries: list[ClaimedDelivery]
+    #: due rows looked at (if it equals the limit, more are probably due)
+    looked_at: int = 0
+    #: rows superseded or re-planned (a re-planned row is due at once)
+    changed: int = 0
+
+
+#: First key of the pair locks (pg_try_advisory_xact_lock(int, int)); the second is a hash
+#: of (subscription, incident). The two-key space is apart from the one-key same-shot lock.
+_PAIR_LOCK = 0x5E07
+#: Due rows looked at per row to claim (stale rows of a pair are looked at, not sent).
+LOOK_FACTOR = 2
 
 
 async def claim_due(
@@ -500,39 +553,166 @@ async def claim_due(
     lease_s: float,
     owner: str,
     exclude_endpoints: Sequence[str] = (),
-) -> list[ClaimedDelivery]:
-    """Claim up to ``limit`` due rows for ``lease_s`` seconds, skipping rows others hold.
+) -> ClaimBatch:
+    """Decide the pairs of up to ``limit`` due rows and claim their rows to send for
+    ``lease_s`` seconds, skipping pairs another worker is deciding.
 
     Rows for ``exclude_endpoints`` (saturated or circuit-open receivers of this instance) are
-    left for later, so they never occupy this instance's send slots.
+    left for later, so they never occupy this instance's send slots. Per pair, at most one
+    row is claimed, and only when no other row of the pair is in flight
+    (:func:`~services.dispatch.ordering.decide_pair`); what it supersedes or re-plans is
+    written in the same transaction.
     """
     token = f"{owner}:{secrets.token_hex(6)}"
-    # One round trip: claim and read everything the send needs (hot path of every alert).
-    rows = await pool.fetch(
-        """WITH due AS (
-             SELECT delivery_id FROM dispatch_deliveries
-             WHERE status = 'pending' AND next_attempt_at <= now()
-               AND (claimed_until IS NULL OR claimed_until < now())
-               AND NOT (endpoint = ANY($4::text[]))
-             ORDER BY next_attempt_at, delivery_id
-             LIMIT $1
-             FOR UPDATE SKIP LOCKED)
-           UPDATE dispatch_deliveries d
-           SET claimed_until = now() + make_interval(secs => $2), claim_token = $3
-           FROM due, dispatch_incident_versions v, dispatch_subscriptions s
-           WHERE d.delivery_id = due.delivery_id
+    async with pool.acquire() as conn, conn.transaction():
+        due = await conn.fetch(
+            # (rows waiting behind one in flight are not looked at: they would only take
+            # the places of other pairs; the decision checks again under the pair's lock)
+            """SELECT subscription_id, incident_id FROM dispatch_deliveries d
+               WHERE status = 'pending' AND next_attempt_at <= now()
+                 AND (claimed_until IS NULL OR claimed_until < now())
+                 AND NOT (endpoint = ANY($2::text[]))
+                 AND NOT EXISTS (
+                   SELECT 1 FROM dispatch_deliveries o
+                   WHERE o.subscription_id = d.subscription_id
+                     AND o.incident_id = d.incident_id
+                     AND o.status = 'pending' AND o.claimed_until >= now())
+               ORDER BY next_attempt_at, delivery_id
+               LIMIT $1""",
+            limit * LOOK_FACTOR,
+            list(exclude_endpoints),
+        )
+        pairs = list(dict.fromkeys((r["subscription_id"], r["incident_id"]) for r in due))
+        if not pairs:
+            return ClaimBatch([], 0)
+        # Lock first, read after (a new statement: it sees what the lock's last holder
+        # committed). A pair another worker is deciding is skipped.
+        locked = await conn.fetch(
+            """SELECT s, i FROM unnest($1::text[], $2::text[]) AS t(s, i)
+               WHERE pg_try_advisory_xact_lock($3, hashtext(s || chr(31) || i))""",
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            _PAIR_LOCK,
+        )
+        if not locked:
+            return ClaimBatch([], len(due))
+        rows = await conn.fetch(
+            """SELECT d.delivery_id, d.subscription_id, d.incident_id, d.version,
+                      d.generation, d.event, d.status, d.attempts, d.next_attempt_at,
+                      d.claimed_until, d.rendered_format, d.rendered_url, d.message_ref,
+                      d.channel, s.format, s.url, now() AS now
+               FROM unnest($1::text[], $2::text[]) AS t(s, i)
+               JOIN dispatch_deliveries d ON d.subscription_id = t.s AND d.incident_id = t.i
+               JOIN dispatch_subscriptions s ON s.subscription_id = d.subscription_id""",
+            [r["s"] for r in locked],
+            [r["i"] for r in locked],
+        )
+        by_pair: dict[tuple[str, str], list[asyncpg.Record]] = {}
+        for r in rows:
+            by_pair.setdefault((r["subscription_id"], r["incident_id"]), []).append(r)
+        decisions: list[tuple[list[asyncpg.Record], PairDecision]] = []
+        for pair_rows in by_pair.values():
+            first = pair_rows[0]
+            decision = decide_pair(
+                [_pair_row(r) for r in pair_rows],
+                format=first["format"],
+                url=first["url"],
+                now=first["now"],
+            )
+            decisions.append((pair_rows, decision))
+        changed = await _apply_decisions(conn, decisions)
+        sends = [d.send for _, d in decisions if d.send is not None]
+        claimed = await _claim_rows(conn, sends, lease_s, token) if sends else []
+    return ClaimBatch(claimed, len(due), changed)
+
+
+def _pair_row(r: asyncpg.Record) -> PairRow:
+    rendered = r["rendered_format"]
+    return PairRow(
+        delivery_id=r["delivery_id"],
+        version=r["version"],
+        event=r["event"],
+        status=r["status"],
+        attempts=r["attempts"],
+        next_attempt_at=r["next_attempt_at"],
+        claimed_until=r["claimed_until"],
+        generation=r["generation"],
+        rendered_as=None if rendered is None else (rendered, r["rendered_url"]),
+        message_ref=r["message_ref"],
+    )
+
+
+async def _apply_decisions(
+    conn: asyncpg.Connection, decisions: list[tuple[list[asyncpg.Record], PairDecision]]
+) -> int:
+    """Write the supersedes and re-plans of the decisions; returns how many rows changed."""
+    superseded: list[tuple[int, str]] = []
+    replans: list[tuple[asyncpg.Record, int, str, int]] = []  # (old row, gen, event, id)
+    for pair_rows, decision in decisions:
+        superseded.extend((s.delivery_id, s.reason) for s in decision.supersede)
+        if decision.replan is not None:
+            plan = decision.replan
+            superseded.append((plan.delivery_id, plan.reason))
+            old = next(r for r in pair_rows if r["delivery_id"] == plan.delivery_id)
+            replans.append((old, plan.generation, plan.event, plan.delivery_id))
+    if superseded:
+        await conn.execute(
+            """UPDATE dispatch_deliveries d
+               SET status = 'superseded', last_error = t.reason,
+                   claimed_until = NULL, claim_token = NULL
+               FROM unnest($1::bigint[], $2::text[]) AS t(id, reason)
+               WHERE d.delivery_id = t.id AND d.status = 'pending'""",
+            [s[0] for s in superseded],
+            [s[1] for s in superseded],
+        )
+    if replans:
+        await conn.execute(
+            """INSERT INTO dispatch_deliveries
+                 (subscription_id, incident_id, version, generation, event, channel, endpoint,
+                  webhook_id)
+               SELECT sub, inc, ver, gen, ev, ch, ep, wid
+               FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[],
+                           $6::text[], $7::text[], $8::text[])
+                    AS t(sub, inc, ver, gen, ev, ch, ep, wid)
+               ON CONFLICT DO NOTHING""",
+            [old["subscription_id"] for old, *_ in replans],
+            [old["incident_id"] for old, *_ in replans],
+            [old["version"] for old, *_ in replans],
+            [gen for _, gen, _, _ in replans],
+            [event for _, _, event, _ in replans],
+            [old["channel"] for old, *_ in replans],
+            [endpoint_key(old["url"]) for old, *_ in replans],
+            [
+                webhook_id(old["subscription_id"], old["incident_id"], old["version"], gen)
+                for old, gen, _, _ in replans
+            ],
+        )
+    return len(superseded)
+
+
+async def _claim_rows(
+    conn: asyncpg.Connection, sends: list[Any], lease_s: float, token: str
+) -> list[ClaimedDelivery]:
+    """Claim the rows to send (still pending and free: a concurrent expiry or claim wins)
+    and read everything their send needs."""
+    by_id = {s.delivery_id: s for s in sends}
+    rows = await conn.fetch(
+        """UPDATE dispatch_deliveries d
+           SET claimed_until = now() + make_interval(secs => $2), claim_token = $3,
+               event = t.event
+           FROM unnest($1::bigint[], $4::text[], $5::int[]) AS t(id, event, prev),
+                dispatch_incident_versions v, dispatch_subscriptions s
+           WHERE d.delivery_id = t.id AND d.status = 'pending'
+             AND (d.claimed_until IS NULL OR d.claimed_until < now())
              AND v.incident_id = d.incident_id AND v.version = d.version
              AND s.subscription_id = d.subscription_id
            RETURNING d.delivery_id, d.subscription_id, d.incident_id, d.version, d.event,
                      d.channel, d.endpoint, d.webhook_id, d.attempts, d.replay_base,
                      d.created_at, d.first_attempt_at, v.record::text AS record,
+                     d.body, d.content_type,
                      s.status AS sub_status, s.format, s.url, s.push::text AS push,
-                     (SELECT pv.record::text
-                      FROM dispatch_deliveries p
-                      JOIN dispatch_incident_versions pv USING (incident_id, version)
-                      WHERE p.subscription_id = d.subscription_id
-                        AND p.incident_id = d.incident_id AND p.version < d.version
-                      ORDER BY p.version DESC LIMIT 1) AS previous,
+                     (SELECT pv.record::text FROM dispatch_incident_versions pv
+                      WHERE pv.incident_id = d.incident_id AND pv.version = t.prev) AS previous,
                      ARRAY(SELECT k.secret FROM dispatch_subscription_secrets k
                            WHERE k.subscription_id = s.subscription_id
                              AND (k.valid_until IS NULL OR k.valid_until > now())
@@ -541,10 +721,11 @@ async def claim_due(
                            WHERE k.subscription_id = s.subscription_id
                              AND (k.valid_until IS NULL OR k.valid_until > now())
                            ORDER BY k.secret_id DESC) AS secrets_until""",
-        limit,
+        list(by_id),
         lease_s,
         token,
-        list(exclude_endpoints),
+        [s.event for s in by_id.values()],
+        [s.previous_version for s in by_id.values()],
     )
     return [
         ClaimedDelivery(
@@ -568,9 +749,49 @@ async def claim_due(
             url=r["url"],
             push=_load(r["push"]),
             secrets=list(zip(r["secrets"], r["secrets_until"], strict=True)),
+            references=by_id[r["delivery_id"]].references,
+            body=r["body"],
+            content_type=r["content_type"],
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """The body of a claimed webhook row as first sent, and what it was rendered for."""
+
+    delivery: ClaimedDelivery
+    body: bytes
+    content_type: str
+    format: str
+    url: str | None
+    message_ref: str | None  # CAP sender,identifier,sent (None for other formats)
+
+
+async def save_renderings(pool: asyncpg.Pool, renderings: Sequence[Rendering]) -> set[int]:
+    """Store first renderings (only of rows still claimed by us and not yet rendered);
+    returns the ids stored. Call before the first send: a webhook-id never names two
+    bodies."""
+    if not renderings:
+        return set()
+    rows = await pool.fetch(
+        """UPDATE dispatch_deliveries d
+           SET body = t.body, content_type = t.ct, rendered_format = t.fmt,
+               rendered_url = t.url, message_ref = t.ref, rendered_at = now()
+           FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], $5::text[],
+                       $6::text[], $7::text[]) AS t(id, token, body, ct, fmt, url, ref)
+           WHERE d.delivery_id = t.id AND d.claim_token = t.token AND d.body IS NULL
+           RETURNING d.delivery_id""",
+        [r.delivery.delivery_id for r in renderings],
+        [r.delivery.claim_token for r in renderings],
+        [r.body for r in renderings],
+        [r.content_type for r in renderings],
+        [r.format for r in renderings],
+        [r.url for r in renderings],
+        [r.message_ref for r in renderings],
+    )
+    return {r["delivery_id"] for r in rows}
 
 
 @dataclass(frozen=True)
@@ -719,7 +940,8 @@ async def fail_pending_of(conn: Conn, subscription_id: str, reason: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 _DELIVERY_COLUMNS = (
-    "delivery_id, subscription_id, incident_id, version, event, channel, endpoint, webhook_id, "
+    "delivery_id, subscription_id, incident_id, version, generation, event, channel, endpoint, "
+    "webhook_id, "
     "status, attempts, next_attempt_at, claimed_until, last_status_code, last_error, "
     "created_at, first_attempt_at, delivered_at, replayed_at"
 )
