@@ -15,11 +15,11 @@ so :func:`decide_pair` looks at all the rows of one pair at once and decides, gi
 * **Nothing follows a Cancel.** Once a cancel may have reached the subscriber, every later
   row of the pair is superseded.
 * **The first message is an Alert.** A head rendered for the first time is told
-  ``created`` if nothing of the pair may have reached the subscriber yet (its earlier
-  versions were collapsed or never attempted), ``updated`` instead of ``created`` if
-  something did, and a cancel of which nothing was sent before is not sent at all.
-  A message carries the CAP references of *every* earlier message of the pair that may have
-  reached the subscriber, oldest first.
+  ``created`` if nothing of the pair may have reached the subscriber yet in the format it
+  now takes (its earlier versions were collapsed, never attempted, or sent in a format it
+  has left), ``updated`` instead of ``created`` if something did, and a cancel of which
+  nothing was sent before is not sent at all. A message carries the CAP references of
+  *every* earlier message of the pair that may have reached the subscriber, oldest first.
 * **One webhook-id, one body.** A row is rendered once, when first sent, and keeps its body.
   If the subscription's format or URL changed since, that body is no longer what the
   subscriber asked for, and its webhook-id may have gone out already: the row is superseded
@@ -139,16 +139,17 @@ def decide_pair(
     if head.rendered_as is not None:
         # a retry: the stored body is sent as it is (its event, references are inside it)
         return PairDecision(send=Send(head.delivery_id, head.event), supersede=stale)
+    # What the subscriber may have received in the form it now takes: a message rendered in
+    # another format (before a format change) is not part of the story its new parser reads.
+    reached = [r for r in sent_before if r.rendered_as is None or r.rendered_as[0] == format]
     event = head.event
-    if not sent_before:
+    if not reached:
         if event == "cancelled":
             return drop("nothing was sent before the cancel")
         event = "created"
     elif event == "created":
         event = "updated"
-    references = tuple(r.message_ref for r in sent_before if r.message_ref)
-    previous = sent_before[-1].version if sent_before else None
-    if previous == head.version:  # an earlier generation of this very version
-        older = [r.version for r in sent_before if r.version < head.version]
-        previous = older[-1] if older else None
+    references = tuple(r.message_ref for r in reached if r.message_ref)
+    older = [r.version for r in reached if r.version < head.version]
+    previous = older[-1] if older else None
     return PairDecision(send=Send(head.delivery_id, event, previous, references), supersede=stale)

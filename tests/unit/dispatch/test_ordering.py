@@ -132,15 +132,24 @@ CASES = [
             )
         ),
     ),
-    # the re-planned row (generation 1) of a version whose JSON message may have arrived:
-    # an update (not a second Alert), previous is the version before
+    # the re-planned row (generation 1) of version 2, whose CAP message may have arrived,
+    # now that the subscription is back on JSON: an update (not a second Alert) after the
+    # JSON v1; the CAP message is not part of the story a JSON receiver reads
     (
         [
             sent(1, 1, "created"),
             sent(2, 2, "updated", status="superseded", rendered_as=("cap", JSON[1])),
             row(3, 2, "updated", generation=1),
         ],
-        PairDecision(send=Send(3, "updated", 1, ("s,id1,t1", "s,id2,t2"))),
+        PairDecision(send=Send(3, "updated", 1, ("s,id1,t1",))),
+    ),
+    # re-planned after a switch from JSON to CAP: the first CAP message is an Alert
+    (
+        [
+            sent(1, 1, "created", status="superseded", rendered_as=("cap", JSON[1])),
+            row(2, 1, "created", generation=1),
+        ],
+        PairDecision(send=Send(2, "created")),
     ),
     # --- nothing to do -----------------------------------------------------------------------
     ([sent(1, 1, "created")], PairDecision()),
