@@ -15,9 +15,13 @@ from pathlib import Path
 import orjson
 
 from services.dispatch.formats import render
+from services.dispatch.formats.cap import reference
+from services.dispatch.signing import webhook_id
 from shared.schemas import IncidentRecord
 
 EXAMPLE_SENDER = "shotline.city.example"
+#: The subscription the examples are sent to (CAP identifiers are per message).
+EXAMPLE_SUBSCRIPTION = "sub_0123456789abcdef"
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "schemas" / "examples"
 _EXTENSIONS = {"json": "json", "cap": "xml", "eido": "json"}
 
@@ -73,11 +77,22 @@ def _pretty(fmt: str, body: bytes) -> bytes:
 def example_files() -> dict[str, bytes]:
     """File name -> pretty-printed content, for every format and event."""
     files = {}
+    references: list[str] = []  # CAP: every earlier message to this subscriber
     for incident, previous in example_sequence():
+        message_id = webhook_id(EXAMPLE_SUBSCRIPTION, incident.incident_id, incident.version)
         for fmt in ("json", "cap", "eido"):
-            body = render(fmt, incident, incident.event, sender=EXAMPLE_SENDER, previous=previous)
+            body = render(
+                fmt,  # type: ignore[arg-type]
+                incident,
+                incident.event,
+                sender=EXAMPLE_SENDER,
+                previous=previous,
+                message_id=message_id,
+                references=references,
+            )
             name = f"{fmt}-v{incident.version}-{incident.event}.{_EXTENSIONS[fmt]}"
             files[name] = _pretty(fmt, body.body)
+        references = [*references, reference(EXAMPLE_SENDER, incident, message_id)]
     return files
 
 

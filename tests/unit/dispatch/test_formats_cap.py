@@ -61,7 +61,7 @@ EDGE_INCIDENTS = [
 
 
 @pytest.mark.parametrize("inc", EDGE_INCIDENTS)
-@pytest.mark.parametrize("event", ["created", "updated", "cancelled"])
+@pytest.mark.parametrize("event", ["created", "updated", "downgraded", "cancelled"])
 def test_every_message_validates_against_the_xsd(
     cap_schema: xmlschema.XMLSchema, inc: IncidentRecord, event: str
 ) -> None:
@@ -177,3 +177,40 @@ def test_the_xsd_bites(cap_schema: xmlschema.XMLSchema) -> None:
     bad = body.replace("2026-11-25T01:02:04-00:00", "2026-11-25T01:02:04Z", 1)
     assert bad != body
     assert not cap_schema.is_valid(bad)
+
+
+def test_identifiers_are_per_message_and_references_name_every_earlier_message(
+    cap_schema: xmlschema.XMLSchema,
+) -> None:
+    # One version, two subscribers: two messages, two identifiers (webhook-ids differ).
+    inc = make_incident(version=3, event="updated", published_at=SHOT + timedelta(seconds=9))
+    to_a = parse(render("cap", inc, "updated", sender=SENDER, message_id="msg_a3").body)
+    to_b = parse(render("cap", inc, "created", sender=SENDER, message_id="msg_b3").body)
+    assert text(to_a, "cap:identifier") == "shotline-pgh-east:7f3a9c2e1b-v3-msg_a3"
+    assert text(to_b, "cap:identifier") == "shotline-pgh-east:7f3a9c2e1b-v3-msg_b3"
+    # a Cancel references every earlier message, oldest first, space-separated (CAP 3.2.1)
+    refs = [f"{SENDER},shotline-pgh-east:7f3a9c2e1b-v{v}-msg_a{v},t{v}" for v in (1, 2, 3)]
+    cancel = render(
+        "cap",
+        inc.model_copy(update={"version": 4, "event": "cancelled"}),
+        "cancelled",
+        sender=SENDER,
+        message_id="msg_a4",
+        references=refs,
+    ).body
+    cap_schema.validate(cancel.decode("utf-8"))
+    assert text(parse(cancel), "cap:references") == " ".join(refs)
+
+
+def test_a_downgrade_is_a_conspicuous_update(cap_schema: xmlschema.XMLSchema) -> None:
+    prev = make_incident(version=1)
+    inc = make_incident(
+        version=2, event="updated", classification="fireworks", gunfire_probability=0.1
+    )
+    body = render("cap", inc, "downgraded", sender=SENDER, previous=prev, message_id="m2").body
+    cap_schema.validate(body.decode("utf-8"))
+    root = parse(body)
+    assert text(root, "cap:msgType") == "Update"
+    assert text(root, "cap:info/cap:responseType") == "Monitor"
+    assert text(root, "cap:info/cap:headline").startswith("DOWNGRADED from gunfire to fireworks")
+    assert text(root, "cap:info/cap:description").startswith("DOWNGRADED")

@@ -48,7 +48,7 @@ EDGE_INCIDENTS = [
 
 
 @pytest.mark.parametrize("inc", EDGE_INCIDENTS)
-@pytest.mark.parametrize("event", ["created", "updated", "cancelled"])
+@pytest.mark.parametrize("event", ["created", "updated", "downgraded", "cancelled"])
 def test_every_message_validates(
     eido_validator: Draft4Validator, inc: IncidentRecord, event: str
 ) -> None:

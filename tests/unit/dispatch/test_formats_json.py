@@ -58,7 +58,7 @@ EDGE_INCIDENTS = [
 
 
 @pytest.mark.parametrize("inc", EDGE_INCIDENTS)
-@pytest.mark.parametrize("event", ["created", "updated", "cancelled"])
+@pytest.mark.parametrize("event", ["created", "updated", "downgraded", "cancelled"])
 def test_every_message_validates(
     validator: Draft202012Validator, inc: IncidentRecord, event: str
 ) -> None:
