@@ -69,15 +69,18 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: datetime
+    answered_at: datetime | None = None  # when the answer was about to be written
 
 
 @dataclass
 class Receiver:
-    """A loopback HTTP receiver: answers ``script`` statuses in order, then ``default``."""
+    """A loopback HTTP receiver: answers ``script`` statuses in order, then ``default``
+    (after ``delay_s``)."""
 
     script: list[int] = field(default_factory=list)
     default: int = 200
     hang: bool = False
+    delay_s: float = 0.0
     retry_after: str | None = None
     received: list[Received] = field(default_factory=list)
     url: str = ""
@@ -86,14 +89,18 @@ class Receiver:
 
     async def handle(self, request: Request) -> Response:
         body = await request.body()
-        self.received.append(Received(dict(request.headers), body, datetime.now(UTC)))
+        received = Received(dict(request.headers), body, datetime.now(UTC))
+        self.received.append(received)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             if self.hang:
                 await asyncio.sleep(3600)
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
         finally:
             self.in_flight -= 1
+        received.answered_at = datetime.now(UTC)
         status = self.script.pop(0) if self.script else self.default
         headers = (
             {"retry-after": self.retry_after} if self.retry_after and status in (429, 503) else {}

@@ -5,14 +5,17 @@ always an attempt."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from datetime import timedelta
 
+import httpx
 import orjson
 
 from services.dispatch import store
+from services.dispatch.main import DispatchService
 from services.dispatch.push.webpush import generate_vapid_private_key
 from shared.schemas import IncidentRecord
 from tests.integration.dispatch.helpers import Received, admin, eventually, incident, square
@@ -334,3 +337,77 @@ async def test_a_url_the_http_client_cannot_build_is_an_attempt_with_its_error(
     (attempt,) = detail["attempt_log"]
     assert "cannot send to this URL" in attempt["error"]
     assert len(healthy.received) == 1  # the healthy subscriber was not held up
+
+
+async def test_two_instances_send_one_message_of_a_pair_at_a_time_in_order(
+    make_settings, services, receivers, publish
+):
+    # A slow receiver (50 ms per answer) and two instances claiming concurrently: a
+    # subscriber never has two messages of one incident in flight, nor gets them backwards.
+    settings = make_settings(claim_batch=8)
+    a = await services(settings)
+    await services(settings)
+    slow = await receivers(delay_s=0.05)
+    stories = [_story(4) for _ in range(8)]
+    async with admin(a) as client:
+        await _subscribe(client, url=slow.url)
+        for versions in zip(*stories, strict=True):
+            await asyncio.gather(*(publish(r) for r in versions))
+        for story in stories:
+            await eventually(
+                lambda s=story: _settled(client, s[0].incident_id, 4), timeout_s=20, what="sent"
+            )
+    for story in stories:
+        mine = [r for r in slow.received if story[0].incident_id.encode() in r.body]
+        told = _json_versions(mine)
+        assert [v for v, _ in told] == sorted(v for v, _ in told), told
+        assert told[0][1] == "created" and told[-1] == (4, "cancelled"), told
+        for before, after in itertools.pairwise(mine):
+            assert before.answered_at is not None and after.at >= before.answered_at, (
+                "two messages of one incident in flight to one subscriber at once"
+            )
+
+
+class _FailsOnce(httpx.AsyncBaseTransport):
+    """An HTTP transport whose first request raises an error no send expects."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.failed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug deep in the HTTP stack")
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_an_unexpected_exception_in_a_send_is_an_attempt_retried_under_the_policy(
+    make_settings, receivers, publish, kafka_bootstrap, database_url
+):
+    http = httpx.AsyncClient(transport=_FailsOnce(), timeout=2.0)
+    service = DispatchService(
+        make_settings(), bootstrap_servers=kafka_bootstrap, database_url=database_url, http=http
+    )
+    await service.start()
+    try:
+        rx = await receivers()
+        async with admin(service) as client:
+            await _subscribe(client, url=rx.url)
+            record = incident(LAT, LON)
+            await publish(record)
+            await eventually(lambda: _settled(client, record.incident_id, 1), what="delivered")
+            (row,) = await _rows(client, record.incident_id)
+            detail = (await client.get(f"/v1/deliveries/{row['delivery_id']}")).json()
+    finally:
+        await service.stop(5.0)
+        await http.aclose()
+    assert detail["status"] == "delivered"
+    first, second = detail["attempt_log"]
+    assert first["outcome"] == "retry"
+    assert "unexpected RuntimeError: a bug deep in the HTTP stack" in first["error"]
+    assert second["outcome"] == "delivered"
+    assert len(rx.received) == 1
