@@ -1,20 +1,26 @@
-"""Dispatch throughput and latency with one hanging receiver out of ten.
+"""Dispatch latency, order and throughput, each with its own receivers.
 
-Starts an embedded broker and PostgreSQL, ten loopback webhook receivers in a child process
-(receiver 0 never answers), one dispatch instance with ten webhook subscriptions whose
-geofences tile a 5 x 2 grid with overlap, and feeds incidents at ``--rate`` per second for
-``--duration`` seconds through Kafka. Then it waits for the healthy receivers' backlog to
-drain and reads the delivery rows:
+Starts an embedded broker and PostgreSQL, loopback webhook receivers in a child process and
+one dispatch instance, feeds incidents through Kafka and reads the delivery rows (latency =
+``delivered_at``, the receiver's 2xx, − ``created_at``, the transaction that consumed the
+incident version and wrote its outbox row). Three cases (``--case``, default all):
 
-* latency = ``delivered_at`` (receiver's 2xx received) − ``created_at`` (the transaction that
-  consumed the incident and wrote the outbox row), healthy receivers only;
-* throughput = deliveries acknowledged per second over the feeding window.
+* ``hang``: ten subscriptions whose geofences tile a 5 x 2 grid with overlap, receiver 0
+  never answers; incidents at ``--rate`` per second for ``--duration`` s. Target: p99 under
+  100 ms for the healthy receivers.
+* ``ordering``: ten subscriptions of the whole area, receiver 0 answers 503 for
+  ``--fail-s`` (30) s from its first request, then 204; incidents with 5 versions each (a
+  new incident every 1/``--order-rate`` s, its versions 1 s apart, every other one ending
+  in a cancel). The receivers check what they get: a version older than one they got
+  before, or anything after a cancel, is out of order. Targets: 0 out of order, p99 under
+  100 ms for the nine healthy receivers.
+* ``throughput``: ten healthy subscriptions of the whole area, a backlog of
+  ``--backlog`` incidents published at once; deliveries acknowledged per second from the
+  first row written to the last acknowledgement. Target: at least 500/s.
 
-Target: p99 under 100 ms while one receiver in ten hangs.
+    python bench/dispatch.py [--case all] [--rate 100] [--duration 15] [--fail-s 30]
 
-    python bench/dispatch.py [--rate 100] [--duration 15]
-
-Last line: JSON with deliveries_per_s, p50_ms, p99_ms (and context).
+Last line: JSON with every case's figures (``hang``, ``ordering``, ``throughput``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -47,13 +54,51 @@ from shared.schemas import IncidentLocation, IncidentRecord
 LON0, LAT0 = -80.05, 40.40  # south-west corner of the grid
 CELL = 0.02  # degrees; cells overlap by OVERLAP on each side
 OVERLAP = 0.004
-HANGING = 0
 
 
 # --- receivers (child process) --------------------------------------------------------------
 
 
-async def _serve_receiver(port: int, hang: bool) -> None:
+class _Story:
+    """What one receiver checks of the messages it gets: per incident, the versions in
+    order and nothing after a cancel (every request counts, answered 2xx or not)."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+        self.cancelled: set[str] = set()
+        self.received = 0
+        self.out_of_order = 0
+        self.after_cancel = 0
+
+    def see(self, body: bytes) -> None:
+        self.received += 1
+        try:
+            data = json.loads(body)["data"]
+        except (ValueError, KeyError):
+            return
+        incident, version = data["incident_id"], data["version"]
+        if incident in self.cancelled:
+            self.after_cancel += 1
+        if version < self.last.get(incident, 0):
+            self.out_of_order += 1
+        self.last[incident] = max(version, self.last.get(incident, 0))
+        if data["event"] == "cancelled":
+            self.cancelled.add(incident)
+
+    def figures(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "out_of_order": self.out_of_order,
+            "after_cancel": self.after_cancel,
+        }
+
+
+async def _serve_receiver(port: int, mode: str, fail_s: float) -> None:
+    """``mode``: ok (204), hang (never answers), fail (503 for ``fail_s`` from the first
+    request, then 204). ``GET /stats`` answers the :class:`_Story` figures."""
+    story = _Story()
+    failing_until: list[float] = []
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -62,10 +107,24 @@ async def _serve_receiver(port: int, hang: bool) -> None:
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
-                if hang:
+                body = await reader.readexactly(length)
+                if head.startswith(b"GET /stats"):
+                    stats = json.dumps(story.figures()).encode()
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                        b"content-length: %d\r\n\r\n%s" % (len(stats), stats)
+                    )
+                    await writer.drain()
+                    continue
+                story.see(body)
+                if mode == "hang":
                     await asyncio.sleep(3600)
-                writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                if mode == "fail" and not failing_until:
+                    failing_until.append(time.monotonic() + fail_s)
+                if mode == "fail" and time.monotonic() < failing_until[0]:
+                    writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+                else:
+                    writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
@@ -77,15 +136,33 @@ async def _serve_receiver(port: int, hang: bool) -> None:
         await server.serve_forever()
 
 
-def receivers_main(ports: list[int]) -> None:
+def receivers_main(spec: str, fail_s: float) -> None:
+    """``spec``: comma-separated ``port:mode``."""
+    pairs = [item.split(":") for item in spec.split(",")]
+
     async def _all() -> None:
-        await asyncio.gather(*(_serve_receiver(p, i == HANGING) for i, p in enumerate(ports)))
+        await asyncio.gather(*(_serve_receiver(int(p), m, fail_s) for p, m in pairs))
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_all())
 
 
-# --- bench ----------------------------------------------------------------------------------
+# --- bench ---------------------------------------------------------------------------------
+
+ADMIN_TOKEN = "bench-admin-token-0123456789"
+#: One square around the whole grid (every incident reaches every such subscription).
+WHOLE_AREA = {
+    "type": "Polygon",
+    "coordinates": [
+        [
+            [LON0 - 0.01, LAT0 - 0.01],
+            [LON0 + 5 * CELL + 0.01, LAT0 - 0.01],
+            [LON0 + 5 * CELL + 0.01, LAT0 + 2 * CELL + 0.01],
+            [LON0 - 0.01, LAT0 + 2 * CELL + 0.01],
+            [LON0 - 0.01, LAT0 - 0.01],
+        ]
+    ],
+}
 
 
 def _cell(i: int) -> dict:
@@ -121,26 +198,42 @@ def _incident(rng: random.Random) -> IncidentRecord:
     )
 
 
-async def bench(
-    kafka: EmbeddedKafka,
-    postgres: EmbeddedPostgres,
-    ports: list[int],
-    rate: float,
-    duration_s: float,
-    drain_s: float,
-) -> dict:
-    service: DispatchService | None = None
-    producer = None
-    try:
-        dsn = postgres.dsn
-        await migrate_url(dsn)
-        topic = f"bench-incidents-{uuid.uuid4().hex[:6]}"
-        await ensure_topics(kafka.bootstrap_servers, {topic: 6})
-        settings = DispatchSettings(
-            admin_token="bench-admin-token-0123456789",
-            kafka_bootstrap_servers=kafka.bootstrap_servers,
-            database_url=dsn,
-            incidents_topic=topic,
+def _next_version(record: IncidentRecord, *, cancel: bool) -> IncidentRecord:
+    return record.model_copy(
+        update={
+            "version": record.version + 1,
+            "event": "cancelled" if cancel else "updated",
+            "rounds": record.rounds + 1,
+            "published_at": datetime.now(UTC),
+        }
+    )
+
+
+class _Run:
+    """One case: its own database and topic, one dispatch instance, its subscriptions."""
+
+    def __init__(self, kafka: EmbeddedKafka, postgres: EmbeddedPostgres, name: str) -> None:
+        self.kafka, self.postgres, self.name = kafka, postgres, name
+        self.topic = f"bench-{name}-{uuid.uuid4().hex[:6]}"
+        self.service: DispatchService | None = None
+        self.producer = None
+        self.dsn = ""
+
+    async def start(self, urls: list[str], geofences: list[dict], **overrides) -> None:
+        admin_db = await asyncpg.connect(self.postgres.dsn)
+        try:
+            database = f"bench_{self.name}_{uuid.uuid4().hex[:6]}"
+            await admin_db.execute(f"CREATE DATABASE {database}")
+        finally:
+            await admin_db.close()
+        self.dsn = self.postgres.dsn_for(database)
+        await migrate_url(self.dsn)
+        await ensure_topics(self.kafka.bootstrap_servers, {self.topic: 6})
+        values = dict(
+            admin_token=ADMIN_TOKEN,
+            kafka_bootstrap_servers=self.kafka.bootstrap_servers,
+            database_url=self.dsn,
+            incidents_topic=self.topic,
             topic_partitions=6,
             port=0,
             read_timeout_s=1.0,
@@ -148,63 +241,61 @@ async def bench(
             write_timeout_s=0.5,
             pool_timeout_s=0.5,
             lease_s=10.0,
-            retry_schedule_s=(0.5, 1.0, 2.0),
             breaker_failures=5,
             breaker_reset_s=2.0,
             allowed_target_networks=["127.0.0.0/8"],  # the bench's receivers
         )
-        service = DispatchService(
-            settings, bootstrap_servers=kafka.bootstrap_servers, database_url=dsn
+        values.update(overrides)
+        settings = DispatchSettings(**values)
+        self.service = DispatchService(
+            settings, bootstrap_servers=self.kafka.bootstrap_servers, database_url=self.dsn
         )
-        await service.start()
-        import httpx
-
+        await self.service.start()
         async with httpx.AsyncClient(
-            base_url=service.url,
-            headers={"authorization": "Bearer bench-admin-token-0123456789"},
+            base_url=self.service.url, headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
         ) as admin:
-            for i, port in enumerate(ports):
+            for i, (url, fence) in enumerate(zip(urls, geofences, strict=True)):
                 response = await admin.post(
                     "/v1/subscriptions",
                     json={
                         "name": f"agency-{i}",
                         "channel": "webhook",
-                        "url": f"http://127.0.0.1:{port}/hook",
-                        "geofence": _cell(i),
+                        "url": url,
+                        "geofence": fence,
                     },
                 )
                 response.raise_for_status()
-        hung_endpoint = f"http://127.0.0.1:{ports[HANGING]}"
+        self.producer = build_producer(self.kafka.bootstrap_servers, client_id="bench-locator")
+        await self.producer.start()
         await asyncio.sleep(3.0)  # consumer group join
 
-        producer = build_producer(kafka.bootstrap_servers, client_id="bench-locator")
-        await producer.start()
-        rng = random.Random(7)
-        sent = 0
-        start = time.monotonic()
-        while (elapsed := time.monotonic() - start) < duration_s:
-            due = int(elapsed * rate) + 1
-            while sent < due:
-                record = _incident(rng)
-                await producer.send(topic, encode(record), key=record.incident_id.encode())
-                sent += 1
-            await asyncio.sleep(0.005)
-        await producer.flush()
-        feed_s = time.monotonic() - start
+    async def publish(self, record: IncidentRecord) -> None:
+        assert self.producer is not None
+        await self.producer.send(self.topic, encode(record), key=record.incident_id.encode())
 
-        conn = await asyncpg.connect(dsn)
+    async def drain(self, drain_s: float, *, records: int, endpoint_not: str = "") -> None:
+        """Wait until every record is stored and no row (but ``endpoint_not``'s) is pending."""
+        assert self.producer is not None
+        await self.producer.flush()
+        conn = await asyncpg.connect(self.dsn)
         try:
             deadline = time.monotonic() + drain_s
             while time.monotonic() < deadline:
-                stored = await conn.fetchval("SELECT count(*) FROM dispatch_incidents")
+                stored = await conn.fetchval("SELECT count(*) FROM dispatch_incident_versions")
                 waiting = await conn.fetchval(
                     "SELECT count(*) FROM dispatch_deliveries "
                     "WHERE status = 'pending' AND endpoint <> $1",
-                    hung_endpoint,
+                    endpoint_not,
                 )
-                if stored == sent and waiting == 0:
-                    break
+                if stored >= records and waiting == 0:
+                    return
                 await asyncio.sleep(0.2)
+        finally:
+            await conn.close()
+
+    async def latency(self, *, endpoint_not: str = "") -> dict:
+        conn = await asyncpg.connect(self.dsn)
+        try:
             row = await conn.fetchrow(
                 """SELECT count(*) AS n,
                      percentile_cont(0.5) WITHIN GROUP (ORDER BY
@@ -212,67 +303,225 @@ async def bench(
                      percentile_cont(0.99) WITHIN GROUP (ORDER BY
                        extract(epoch FROM delivered_at - created_at)) AS p99,
                      max(extract(epoch FROM delivered_at - created_at)) AS worst,
-                     extract(epoch FROM max(delivered_at) - min(created_at)) AS span,
-                     percentile_cont(0.99) WITHIN GROUP (ORDER BY
-                       extract(epoch FROM first_attempt_at - created_at)) AS p99_claim,
-                     percentile_cont(0.5) WITHIN GROUP (ORDER BY
-                       extract(epoch FROM first_attempt_at - created_at)) AS p50_claim
+                     extract(epoch FROM max(delivered_at) - min(created_at)) AS span
                    FROM dispatch_deliveries
                    WHERE status = 'delivered' AND endpoint <> $1""",
-                hung_endpoint,
+                endpoint_not,
             )
-            stored = await conn.fetchval("SELECT count(*) FROM dispatch_incidents")
             by_status = dict(
-                await conn.fetch(
-                    "SELECT status, count(*) FROM dispatch_deliveries WHERE endpoint = $1 "
-                    "GROUP BY 1",
-                    hung_endpoint,
-                )
+                await conn.fetch("SELECT status, count(*) FROM dispatch_deliveries GROUP BY 1")
             )
         finally:
             await conn.close()
         return {
-            "deliveries_per_s": round(row["n"] / max(float(row["span"] or 1), feed_s), 1),
+            "delivered": row["n"],
             "p50_ms": round(float(row["p50"] or 0) * 1000, 1),
             "p99_ms": round(float(row["p99"] or 0) * 1000, 1),
-            "p50_claim_ms": round(float(row["p50_claim"] or 0) * 1000, 1),
-            "p99_claim_ms": round(float(row["p99_claim"] or 0) * 1000, 1),
             "max_ms": round(float(row["worst"] or 0) * 1000, 1),
-            "delivered": row["n"],
-            "incidents_sent": sent,
-            "incidents_stored": stored,
-            "rate_per_s": rate,
-            "duration_s": duration_s,
-            "hanging_receiver_rows": {k: int(v) for k, v in by_status.items()},
-            "target_p99_ms": 100,
+            "span_s": round(float(row["span"] or 0), 2),
+            "rows_by_status": {k: int(v) for k, v in by_status.items()},
         }
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+        if self.service is not None:
+            await self.service.stop(5.0)
+
+
+async def case_hang(kafka, postgres, ports, rate: float, duration_s: float, drain_s: float) -> dict:
+    """One receiver in ten never answers; the others must not wait for it."""
+    run = _Run(kafka, postgres, "hang")
+    hung = f"http://127.0.0.1:{ports[0]}"
+    try:
+        await run.start(
+            [f"http://127.0.0.1:{p}/hook" for p in ports],
+            [_cell(i) for i in range(len(ports))],
+            retry_schedule_s=(0.5, 1.0, 2.0),
+        )
+        rng = random.Random(7)
+        sent = 0
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < duration_s:
+            while sent < int(elapsed * rate) + 1:
+                await run.publish(_incident(rng))
+                sent += 1
+            await asyncio.sleep(0.005)
+        feed_s = time.monotonic() - start
+        await run.drain(drain_s, records=sent, endpoint_not=hung)
+        figures = await run.latency(endpoint_not=hung)
     finally:
-        if producer is not None:
-            await producer.stop()
-        if service is not None:
-            await service.stop(5.0)
+        await run.stop()
+    return {
+        "deliveries_per_s": round(figures["delivered"] / max(figures["span_s"], feed_s), 1),
+        **figures,
+        "incidents_sent": sent,
+        "rate_per_s": rate,
+        "duration_s": duration_s,
+        "target_p99_ms": 100,
+    }
+
+
+async def _stats(port: int) -> dict:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(f"http://127.0.0.1:{port}/stats")).json()
+
+
+async def case_ordering(
+    kafka, postgres, ports, order_rate: float, duration_s: float, fail_s: float, drain_s: float
+) -> dict:
+    """Receiver 0 fails for ``fail_s`` then recovers; every incident has 5 versions."""
+    run = _Run(kafka, postgres, "ordering")
+    failing = f"http://127.0.0.1:{ports[0]}"
+    try:
+        await run.start([f"http://127.0.0.1:{p}/hook" for p in ports], [WHOLE_AREA] * len(ports))
+        rng = random.Random(11)
+        live: list[IncidentRecord] = []  # incidents with versions still to come
+        published = incidents = 0
+        start = time.monotonic()
+        next_new = next_round = start
+        while True:
+            now = time.monotonic()
+            if now - start < duration_s and now >= next_new:
+                record = _incident(rng)
+                await run.publish(record)
+                live.append(record)
+                published += 1
+                incidents += 1
+                next_new += 1.0 / order_rate
+            if now >= next_round:  # every second, each live incident's next version
+                next_round += 1.0
+                still = []
+                for record in live:
+                    # every other incident ends in a cancel (nothing may follow it)
+                    cancel = record.version == 4 and int(record.incident_id[-1], 16) % 2 == 0
+                    following = _next_version(record, cancel=cancel)
+                    await run.publish(following)
+                    published += 1
+                    if following.version < 5:
+                        still.append(following)
+                live = still
+            if now - start >= duration_s and not live:
+                break
+            await asyncio.sleep(0.005)
+        # the failing receiver has recovered by now or soon: wait for everyone
+        await asyncio.sleep(max(0.0, fail_s - (time.monotonic() - start)))
+        await run.drain(drain_s, records=published)
+        healthy = await run.latency(endpoint_not=failing)
+        stats = [await _stats(p) for p in ports]
+        conn = await asyncpg.connect(run.dsn)
+        try:
+            failing_rows = dict(
+                await conn.fetch(
+                    "SELECT status, count(*) FROM dispatch_deliveries WHERE endpoint = $1 "
+                    "GROUP BY 1",
+                    failing,
+                )
+            )
+        finally:
+            await conn.close()
+    finally:
+        await run.stop()
+    return {
+        "out_of_order": sum(s["out_of_order"] for s in stats),
+        "after_cancel": sum(s["after_cancel"] for s in stats),
+        "healthy_p50_ms": healthy["p50_ms"],
+        "healthy_p99_ms": healthy["p99_ms"],
+        "healthy_max_ms": healthy["max_ms"],
+        "healthy_delivered": healthy["delivered"],
+        "failing_receiver_requests": stats[0]["received"],
+        "failing_receiver_rows": {k: int(v) for k, v in failing_rows.items()},
+        "rows_by_status": healthy["rows_by_status"],
+        "incidents": incidents,
+        "incident_versions": published,
+        "fail_s": fail_s,
+        "target_out_of_order": 0,
+        "target_p99_ms": 100,
+    }
+
+
+async def case_throughput(kafka, postgres, ports, backlog: int, drain_s: float) -> dict:
+    """A backlog of ``backlog`` incidents to ten healthy receivers, as fast as it goes."""
+    run = _Run(kafka, postgres, "throughput")
+    try:
+        await run.start([f"http://127.0.0.1:{p}/hook" for p in ports], [WHOLE_AREA] * len(ports))
+        rng = random.Random(13)
+        for _ in range(backlog):
+            await run.publish(_incident(rng))
+        await run.drain(drain_s, records=backlog)
+        figures = await run.latency()
+    finally:
+        await run.stop()
+    return {
+        "deliveries_per_s": round(figures["delivered"] / max(figures["span_s"], 1e-9), 1),
+        "delivered": figures["delivered"],
+        "span_s": figures["span_s"],
+        "incidents": backlog,
+        "receivers": len(ports),
+        "target_deliveries_per_s": 500,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=100.0, help="incidents per second")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds of feeding")
-    parser.add_argument("--drain", type=float, default=20.0, help="seconds to wait after")
+    parser.add_argument("--case", choices=("all", "hang", "ordering", "throughput"), default="all")
+    parser.add_argument("--rate", type=float, default=100.0, help="hang: incidents per second")
+    parser.add_argument("--duration", type=float, default=15.0, help="hang: seconds of feeding")
+    parser.add_argument(
+        "--order-rate", type=float, default=4.0, help="ordering: new incidents per second"
+    )
+    parser.add_argument(
+        "--order-duration", type=float, default=35.0, help="ordering: seconds of new incidents"
+    )
+    parser.add_argument("--fail-s", type=float, default=30.0, help="ordering: failing seconds")
+    parser.add_argument("--backlog", type=int, default=600, help="throughput: incidents")
+    parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait after")
     parser.add_argument("--receivers", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receivers:
-        receivers_main([int(p) for p in args.receivers.split(",")])
+        receivers_main(args.receivers, args.fail_s)
         return
     logging.basicConfig(level=logging.WARNING)
     kafka = EmbeddedKafka().start()
     postgres = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="shotline-bench-")) / "pg").start()
-    ports = [free_port() for _ in range(10)]
+    modes = {"hang": "hang", "ordering": "fail", "throughput": "ok"}
+    cases = list(modes) if args.case == "all" else [args.case]
+    ports = {case: [free_port() for _ in range(10)] for case in cases}
+    spec = ",".join(
+        f"{port}:{modes[case] if i == 0 else 'ok'}"
+        for case in cases
+        for i, port in enumerate(ports[case])
+    )
     child = subprocess.Popen(
-        [sys.executable, __file__, "--receivers", ",".join(map(str, ports))],
+        [sys.executable, __file__, "--receivers", spec, "--fail-s", str(args.fail_s)],
         stdin=subprocess.DEVNULL,
     )
+
+    async def run_all() -> dict:
+        result: dict = {}
+        for case in cases:
+            if case == "hang":
+                result["hang"] = await case_hang(
+                    kafka, postgres, ports[case], args.rate, args.duration, args.drain
+                )
+            elif case == "ordering":
+                result["ordering"] = await case_ordering(
+                    kafka,
+                    postgres,
+                    ports[case],
+                    args.order_rate,
+                    args.order_duration,
+                    args.fail_s,
+                    args.drain,
+                )
+            else:
+                result["throughput"] = await case_throughput(
+                    kafka, postgres, ports[case], args.backlog, args.drain
+                )
+        return result
+
     try:
-        result = asyncio.run(bench(kafka, postgres, ports, args.rate, args.duration, args.drain))
+        result = asyncio.run(run_all())
     finally:
         child.terminate()
         child.wait(5)

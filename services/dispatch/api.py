@@ -113,8 +113,10 @@ def _refused_targets(
     endpoint = push.webpush.endpoint if push is not None and push.webpush is not None else None
     problems = []
     for name, value in (("url", url), ("push.webpush.endpoint", endpoint)):
-        reason = None if value is None else literal_refusal(
-            urlsplit(value).hostname or "", settings.allowed_target_networks
+        reason = (
+            None
+            if value is None
+            else literal_refusal(urlsplit(value).hostname or "", settings.allowed_target_networks)
         )
         if reason is not None:
             problems.append(

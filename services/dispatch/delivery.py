@@ -21,7 +21,7 @@ the pure ordering decision (:mod:`services.dispatch.ordering`, applied by
 :func:`store.claim_due`); this module only carries them out.
 
 A webhook body is rendered once, right after its row is first claimed, and stored before it
-is sent (:func:`store.save_renderings`); retries and replays send the stored bytes. Any
+is sent (:func:`store.confirm`); retries and replays send the stored bytes. Any
 exception of a send is an attempt with its error: a URL the HTTP client cannot build is
 refused (failed at once, replayable after the fix); anything else unexpected is retried
 under the retry policy like a network error.
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 import time
@@ -275,7 +274,7 @@ class DeliveryWorkers:
                         exclude_endpoints=self._blocked_endpoints(self.clock()),
                     )
                     metrics.SUPERSEDED.inc(batch.changed)
-                    claimed = await self._render_first(batch.deliveries)
+                    claimed = await self._render_first(batch)
                     backoff = 0.1
                 except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                     log.warning("claiming deliveries failed; retrying", extra={"error": repr(exc)})
@@ -291,7 +290,7 @@ class DeliveryWorkers:
                         excess.append(delivery)  # its receiver is busy: leave it for later
                 if excess:
                     await self._release(excess)
-            if batch.changed or (batch.deliveries and batch.looked_at >= store.LOOK_FACTOR * limit):
+            if batch.changed or (claimed and batch.looked_at >= limit):
                 continue  # probably more due right now (a re-planned row is due at once)
             await self._ensure_listening()
             with contextlib.suppress(TimeoutError):
@@ -321,35 +320,23 @@ class DeliveryWorkers:
                 },
             )
 
-    async def _render_first(
-        self, claimed: list[store.ClaimedDelivery]
-    ) -> list[store.ClaimedDelivery]:
-        """Render and store the body of every claimed webhook row not rendered yet; returns
-        the rows to send (a row whose claim was lost meanwhile is dropped: its new owner
-        sends it). A row that cannot be rendered fails with the reason (see
-        :meth:`_fail_unbuildable`)."""
-        ready: list[store.ClaimedDelivery] = []
-        renderings: list[store.Rendering] = []
-        for d in claimed:
+    async def _render_first(self, batch: store.ClaimBatch) -> list[store.ClaimedDelivery]:
+        """Render the body of every claimed webhook row not rendered yet, then confirm the
+        batch (:func:`store.confirm` stores the bodies); returns the rows to send. A row that
+        cannot be rendered fails with the reason (see :meth:`_fail_unbuildable`)."""
+        renderings: dict[int, store.Rendering] = {}
+        failed: list[int] = []
+        for d in batch.deliveries:
             if d.channel != "webhook" or d.body is not None:
-                ready.append(d)
                 continue
             try:
-                renderings.append(await self._render(d))
+                renderings[d.delivery_id] = await self._render(d)
             except Exception as exc:
                 await self._fail_unbuildable(d, exc)
-        saved = await store.save_renderings(self.pool, renderings)
-        for r in renderings:
-            if r.delivery.delivery_id in saved:
-                ready.append(
-                    dataclasses.replace(r.delivery, body=r.body, content_type=r.content_type)
-                )
-            else:
-                log.warning(
-                    "claim lost before the body was stored; not sent",
-                    extra={"delivery_id": r.delivery.delivery_id},
-                )
-        return ready
+                failed.append(d.delivery_id)
+        if not (batch.deliveries or batch.waits or batch.changed):
+            return []
+        return await store.confirm(self.pool, batch, renderings, failed=failed)
 
     async def _render(self, d: store.ClaimedDelivery) -> store.Rendering:
         """The body of a webhook row's first send (raises on bad input)."""
@@ -369,7 +356,7 @@ class DeliveryWorkers:
         ref = None
         if d.format == "cap":
             ref = cap.reference(self.settings.sender, record, d.webhook_id)
-        return store.Rendering(d, rendered.body, rendered.content_type, d.format, d.url, ref)
+        return store.Rendering(rendered.body, rendered.content_type, d.format, d.url, ref)
 
     async def _fail_unbuildable(self, d: store.ClaimedDelivery, exc: Exception) -> None:
         # Our own failure (bad render input, push not configured, bad keys...): record it

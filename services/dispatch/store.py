@@ -12,22 +12,24 @@ Contracts that the rest of the service relies on:
   row claimed until the lease runs out; then another worker takes it. Every update of a
   claimed row names its token, so a worker whose lease expired cannot overwrite the newer
   owner's result.
-* It also keeps one subscriber's messages about one incident in order: it decides per
-  (subscription, incident) pair with :func:`services.dispatch.ordering.decide_pair`, under
-  a transaction-scoped advisory lock of the pair (so two workers never decide one pair at
-  once), and carries out what it says: claim the one row to send, supersede stale ones,
-  re-plan a row whose subscription changed.
-* A webhook row is rendered once (:func:`save_renderings`, before its first send) and keeps
-  its body: every retry and replay of its webhook-id sends those bytes.
+* It also keeps one subscriber's messages about one incident in order: it claims only the
+  newest pending row of a (subscription, incident) pair with none in flight, and decides
+  with :func:`services.dispatch.ordering.decide_pair` over the pair's rows;
+  :func:`confirm` then carries the decision out (send it, supersede stale rows, drop or
+  re-plan it) and, checking again after the claims committed, never lets two rows of one
+  pair be sent at once.
+* A webhook row is rendered once (stored by :func:`confirm`, before its first send) and
+  keeps its body: every retry and replay of its webhook-id sends those bytes.
 
 All functions raise asyncpg errors on database failures; none swallows them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +37,7 @@ import asyncpg
 import orjson
 
 from services.dispatch.model import endpoint_key
-from services.dispatch.ordering import PairDecision, PairRow, decide_pair
+from services.dispatch.ordering import PairRow, decide_pair
 from services.dispatch.routing import Told
 from services.dispatch.signing import webhook_id
 from shared.schemas import IncidentRecord
@@ -318,7 +320,7 @@ async def store_incident(
         # moves forward). The row lock taken by the upsert serialises versions of one
         # incident, so the "is it newer" check cannot race.
         row = await conn.fetchrow(
-            """WITH cur AS (
+            f"""WITH cur AS (
                  INSERT INTO dispatch_incidents AS i
                    (incident_id, version, event, zone, classification, gunfire_probability,
                     lat, lon, shot_time, first_detection_received_at, record)
@@ -338,7 +340,11 @@ async def store_incident(
                  VALUES ($1, $2, $3, $11::jsonb, $12, $13)
                  ON CONFLICT (incident_id, version) DO NOTHING
                  RETURNING version)
-               SELECT (SELECT version FROM cur) AS current, (SELECT version FROM ver) AS new""",
+               SELECT (SELECT version FROM cur) AS current, (SELECT version FROM ver) AS new,
+                      (SELECT json_agg(json_build_object(
+                                'sub', t.subscription_id, 'class', t.classification,
+                                'cancelled', t.cancelled))::text
+                       FROM ({_TOLD}) AS t) AS told""",
             record.incident_id,
             record.version,
             record.event,
@@ -360,7 +366,9 @@ async def store_incident(
             # A newer version is already current: keep the history, alert nobody with the
             # older picture (they have, or will get, the newer one).
             return StoreResult("stale", [])
-        notified = await _told(conn, record.incident_id, record.version)
+        notified = {
+            t["sub"]: Told(t["class"], bool(t["cancelled"])) for t in _load(row["told"]) or []
+        }
         active = subs
         siblings: tuple[str, ...] = ()
         if same_shot is not None:
@@ -405,12 +413,10 @@ async def _insert_outbox(
     )
 
 
-async def _told(conn: asyncpg.Connection, incident_id: str, version: int) -> dict[str, Told]:
-    """What every subscription planned an earlier version of the incident was told: the class
-    of the latest version planned to it, and whether a cancel was (a cancel superseded
-    unsent - nothing had gone out before it - does not count)."""
-    rows = await conn.fetch(
-        """SELECT d.subscription_id,
+#: What every subscription planned an earlier version ($2) of the incident ($1) was told:
+#: the class of the latest version planned to it, and whether a cancel was (a cancel
+#: superseded unsent - nothing had gone out before it - does not count).
+_TOLD = """SELECT d.subscription_id,
                   (array_agg(v.record->>'classification'
                              ORDER BY d.version DESC, d.generation DESC))[1] AS classification,
                   bool_or(d.event = 'cancelled'
@@ -418,11 +424,7 @@ async def _told(conn: asyncpg.Connection, incident_id: str, version: int) -> dic
            FROM dispatch_deliveries d
            JOIN dispatch_incident_versions v USING (incident_id, version)
            WHERE d.incident_id = $1 AND d.version < $2
-           GROUP BY d.subscription_id""",
-        incident_id,
-        version,
-    )
-    return {r["subscription_id"]: Told(r["classification"], bool(r["cancelled"])) for r in rows}
+           GROUP BY d.subscription_id"""
 
 
 async def _told_of(conn: asyncpg.Connection, incident_ids: Sequence[str]) -> set[str]:
@@ -530,20 +532,24 @@ class ClaimedDelivery:
 
 @dataclass(frozen=True)
 class ClaimBatch:
-    """What one :func:`claim_due` did."""
+    """What one :func:`claim_due` claimed and decided; :func:`confirm` carries it out."""
 
-    deliveries: list[ClaimedDelivery]
-    #: due rows looked at (if it equals the limit, more are probably due)
+    token: str = ""
+    #: rows to send (their event, references and previous version decided)
+    deliveries: list[ClaimedDelivery] = field(default_factory=list)
+    #: claimed rows not to send now (another row of the pair is in flight): released
+    waits: list[int] = field(default_factory=list)
+    #: (id, reason, head id or None): stale rows superseded once the head (if given) is
+    #: confirmed; claimed heads that are dropped outright name no head
+    superseded: list[tuple[int, str, int | None]] = field(default_factory=list)
+    #: (superseded row, generation, event): versions planned again as new rows
+    replans: list[tuple[ClaimedDelivery, int, str]] = field(default_factory=list)
+    #: due rows claimed (if it equals the limit, more are probably due)
     looked_at: int = 0
-    #: rows superseded or re-planned (a re-planned row is due at once)
-    changed: int = 0
 
-
-#: First key of the pair locks (pg_try_advisory_xact_lock(int, int)); the second is a hash
-#: of (subscription, incident). The two-key space is apart from the one-key same-shot lock.
-_PAIR_LOCK = 0x5E07
-#: Due rows looked at per row to claim (stale rows of a pair are looked at, not sent).
-LOOK_FACTOR = 2
+    @property
+    def changed(self) -> int:
+        return len(self.superseded) + len(self.replans)
 
 
 async def claim_due(
@@ -554,165 +560,59 @@ async def claim_due(
     owner: str,
     exclude_endpoints: Sequence[str] = (),
 ) -> ClaimBatch:
-    """Decide the pairs of up to ``limit`` due rows and claim their rows to send for
-    ``lease_s`` seconds, skipping pairs another worker is deciding.
+    """Claim up to ``limit`` due rows for ``lease_s`` seconds and decide what each means.
+
+    Only the newest pending row of a (subscription, incident) pair with no row in flight is
+    a candidate (``FOR UPDATE SKIP LOCKED``: a row goes to one claimer). Its pair's rows come
+    back with it, and :func:`~services.dispatch.ordering.decide_pair` decides: send it (as
+    which event, with which references), supersede stale rows, drop or re-plan it. Nothing
+    of that is written yet: render what is to be sent, then :func:`confirm`.
 
     Rows for ``exclude_endpoints`` (saturated or circuit-open receivers of this instance) are
-    left for later, so they never occupy this instance's send slots. Per pair, at most one
-    row is claimed, and only when no other row of the pair is in flight
-    (:func:`~services.dispatch.ordering.decide_pair`); what it supersedes or re-plans is
-    written in the same transaction.
+    left for later, so they never occupy this instance's send slots.
     """
     token = f"{owner}:{secrets.token_hex(6)}"
-    async with pool.acquire() as conn, conn.transaction():
-        due = await conn.fetch(
-            # (rows waiting behind one in flight are not looked at: they would only take
-            # the places of other pairs; the decision checks again under the pair's lock)
-            """SELECT subscription_id, incident_id FROM dispatch_deliveries d
-               WHERE status = 'pending' AND next_attempt_at <= now()
-                 AND (claimed_until IS NULL OR claimed_until < now())
-                 AND NOT (endpoint = ANY($2::text[]))
-                 AND NOT EXISTS (
-                   SELECT 1 FROM dispatch_deliveries o
-                   WHERE o.subscription_id = d.subscription_id
-                     AND o.incident_id = d.incident_id
-                     AND o.status = 'pending' AND o.claimed_until >= now())
-               ORDER BY next_attempt_at, delivery_id
-               LIMIT $1""",
-            limit * LOOK_FACTOR,
-            list(exclude_endpoints),
-        )
-        pairs = list(dict.fromkeys((r["subscription_id"], r["incident_id"]) for r in due))
-        if not pairs:
-            return ClaimBatch([], 0)
-        # Lock first, read after (a new statement: it sees what the lock's last holder
-        # committed). A pair another worker is deciding is skipped.
-        locked = await conn.fetch(
-            """SELECT s, i FROM unnest($1::text[], $2::text[]) AS t(s, i)
-               WHERE pg_try_advisory_xact_lock($3, hashtext(s || chr(31) || i))""",
-            [p[0] for p in pairs],
-            [p[1] for p in pairs],
-            _PAIR_LOCK,
-        )
-        if not locked:
-            return ClaimBatch([], len(due))
-        rows = await conn.fetch(
-            """SELECT d.delivery_id, d.subscription_id, d.incident_id, d.version,
-                      d.generation, d.event, d.status, d.attempts, d.next_attempt_at,
-                      d.claimed_until, d.rendered_format, d.rendered_url, d.message_ref,
-                      d.channel, s.format, s.url, now() AS now
-               FROM unnest($1::text[], $2::text[]) AS t(s, i)
-               JOIN dispatch_deliveries d ON d.subscription_id = t.s AND d.incident_id = t.i
-               JOIN dispatch_subscriptions s ON s.subscription_id = d.subscription_id""",
-            [r["s"] for r in locked],
-            [r["i"] for r in locked],
-        )
-        by_pair: dict[tuple[str, str], list[asyncpg.Record]] = {}
-        for r in rows:
-            by_pair.setdefault((r["subscription_id"], r["incident_id"]), []).append(r)
-        decisions: list[tuple[list[asyncpg.Record], PairDecision]] = []
-        for pair_rows in by_pair.values():
-            first = pair_rows[0]
-            decision = decide_pair(
-                [_pair_row(r) for r in pair_rows],
-                format=first["format"],
-                url=first["url"],
-                now=first["now"],
-            )
-            decisions.append((pair_rows, decision))
-        changed = await _apply_decisions(conn, decisions)
-        sends = [d.send for _, d in decisions if d.send is not None]
-        claimed = await _claim_rows(conn, sends, lease_s, token) if sends else []
-    return ClaimBatch(claimed, len(due), changed)
-
-
-def _pair_row(r: asyncpg.Record) -> PairRow:
-    rendered = r["rendered_format"]
-    return PairRow(
-        delivery_id=r["delivery_id"],
-        version=r["version"],
-        event=r["event"],
-        status=r["status"],
-        attempts=r["attempts"],
-        next_attempt_at=r["next_attempt_at"],
-        claimed_until=r["claimed_until"],
-        generation=r["generation"],
-        rendered_as=None if rendered is None else (rendered, r["rendered_url"]),
-        message_ref=r["message_ref"],
-    )
-
-
-async def _apply_decisions(
-    conn: asyncpg.Connection, decisions: list[tuple[list[asyncpg.Record], PairDecision]]
-) -> int:
-    """Write the supersedes and re-plans of the decisions; returns how many rows changed."""
-    superseded: list[tuple[int, str]] = []
-    replans: list[tuple[asyncpg.Record, int, str, int]] = []  # (old row, gen, event, id)
-    for pair_rows, decision in decisions:
-        superseded.extend((s.delivery_id, s.reason) for s in decision.supersede)
-        if decision.replan is not None:
-            plan = decision.replan
-            superseded.append((plan.delivery_id, plan.reason))
-            old = next(r for r in pair_rows if r["delivery_id"] == plan.delivery_id)
-            replans.append((old, plan.generation, plan.event, plan.delivery_id))
-    if superseded:
-        await conn.execute(
-            """UPDATE dispatch_deliveries d
-               SET status = 'superseded', last_error = t.reason,
-                   claimed_until = NULL, claim_token = NULL
-               FROM unnest($1::bigint[], $2::text[]) AS t(id, reason)
-               WHERE d.delivery_id = t.id AND d.status = 'pending'""",
-            [s[0] for s in superseded],
-            [s[1] for s in superseded],
-        )
-    if replans:
-        await conn.execute(
-            """INSERT INTO dispatch_deliveries
-                 (subscription_id, incident_id, version, generation, event, channel, endpoint,
-                  webhook_id)
-               SELECT sub, inc, ver, gen, ev, ch, ep, wid
-               FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[],
-                           $6::text[], $7::text[], $8::text[])
-                    AS t(sub, inc, ver, gen, ev, ch, ep, wid)
-               ON CONFLICT DO NOTHING""",
-            [old["subscription_id"] for old, *_ in replans],
-            [old["incident_id"] for old, *_ in replans],
-            [old["version"] for old, *_ in replans],
-            [gen for _, gen, _, _ in replans],
-            [event for _, _, event, _ in replans],
-            [old["channel"] for old, *_ in replans],
-            [endpoint_key(old["url"]) for old, *_ in replans],
-            [
-                webhook_id(old["subscription_id"], old["incident_id"], old["version"], gen)
-                for old, gen, _, _ in replans
-            ],
-        )
-    return len(superseded)
-
-
-async def _claim_rows(
-    conn: asyncpg.Connection, sends: list[Any], lease_s: float, token: str
-) -> list[ClaimedDelivery]:
-    """Claim the rows to send (still pending and free: a concurrent expiry or claim wins)
-    and read everything their send needs."""
-    by_id = {s.delivery_id: s for s in sends}
-    rows = await conn.fetch(
-        """UPDATE dispatch_deliveries d
-           SET claimed_until = now() + make_interval(secs => $2), claim_token = $3,
-               event = t.event
-           FROM unnest($1::bigint[], $4::text[], $5::int[]) AS t(id, event, prev),
-                dispatch_incident_versions v, dispatch_subscriptions s
-           WHERE d.delivery_id = t.id AND d.status = 'pending'
-             AND (d.claimed_until IS NULL OR d.claimed_until < now())
+    # One round trip: claim and read everything the decision and the send need.
+    rows = await pool.fetch(
+        """WITH due AS (
+             SELECT d.delivery_id FROM dispatch_deliveries d
+             WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+               AND (d.claimed_until IS NULL OR d.claimed_until < now())
+               AND NOT (d.endpoint = ANY($4::text[]))
+               AND NOT EXISTS (
+                 SELECT 1 FROM dispatch_deliveries o
+                 WHERE o.subscription_id = d.subscription_id AND o.incident_id = d.incident_id
+                   AND o.status = 'pending'
+                   AND (o.claimed_until >= now()
+                        OR (o.version, o.generation) > (d.version, d.generation)))
+             ORDER BY d.next_attempt_at, d.delivery_id
+             LIMIT $1
+             FOR UPDATE OF d SKIP LOCKED)
+           UPDATE dispatch_deliveries d
+           SET claimed_until = now() + make_interval(secs => $2), claim_token = $3
+           FROM due, dispatch_incident_versions v, dispatch_subscriptions s
+           WHERE d.delivery_id = due.delivery_id
+             AND d.status = 'pending' AND (d.claimed_until IS NULL OR d.claimed_until < now())
              AND v.incident_id = d.incident_id AND v.version = d.version
              AND s.subscription_id = d.subscription_id
-           RETURNING d.delivery_id, d.subscription_id, d.incident_id, d.version, d.event,
-                     d.channel, d.endpoint, d.webhook_id, d.attempts, d.replay_base,
-                     d.created_at, d.first_attempt_at, v.record::text AS record,
-                     d.body, d.content_type,
-                     s.status AS sub_status, s.format, s.url, s.push::text AS push,
-                     (SELECT pv.record::text FROM dispatch_incident_versions pv
-                      WHERE pv.incident_id = d.incident_id AND pv.version = t.prev) AS previous,
+           RETURNING d.delivery_id, d.subscription_id, d.incident_id, d.version, d.generation,
+                     d.event, d.channel, d.endpoint, d.webhook_id, d.attempts, d.replay_base,
+                     d.created_at, d.first_attempt_at, d.next_attempt_at, v.record::text AS record,
+                     d.body, d.content_type, d.rendered_format, d.rendered_url, d.message_ref,
+                     s.status AS sub_status, s.format, s.url, s.push::text AS push, now() AS now,
+                     (SELECT json_agg(json_build_object(
+                               'id', h.delivery_id, 'version', h.version,
+                               'generation', h.generation, 'event', h.event,
+                               'status', h.status, 'attempts', h.attempts,
+                               'next', h.next_attempt_at, 'claimed', h.claimed_until,
+                               'format', h.rendered_format, 'url', h.rendered_url,
+                               'ref', h.message_ref,
+                               'record', CASE WHEN h.attempts > 0 THEN hv.record END))::text
+                      FROM dispatch_deliveries h
+                      JOIN dispatch_incident_versions hv USING (incident_id, version)
+                      WHERE h.subscription_id = d.subscription_id
+                        AND h.incident_id = d.incident_id
+                        AND h.delivery_id <> d.delivery_id) AS history,
                      ARRAY(SELECT k.secret FROM dispatch_subscription_secrets k
                            WHERE k.subscription_id = s.subscription_id
                              AND (k.valid_until IS NULL OR k.valid_until > now())
@@ -721,47 +621,109 @@ async def _claim_rows(
                            WHERE k.subscription_id = s.subscription_id
                              AND (k.valid_until IS NULL OR k.valid_until > now())
                            ORDER BY k.secret_id DESC) AS secrets_until""",
-        list(by_id),
+        limit,
         lease_s,
         token,
-        [s.event for s in by_id.values()],
-        [s.previous_version for s in by_id.values()],
+        list(exclude_endpoints),
     )
-    return [
-        ClaimedDelivery(
-            delivery_id=r["delivery_id"],
-            claim_token=token,
-            subscription_id=r["subscription_id"],
-            incident_id=r["incident_id"],
-            version=r["version"],
-            event=r["event"],
-            channel=r["channel"],
-            endpoint=r["endpoint"],
-            webhook_id=r["webhook_id"],
-            attempts=r["attempts"],
-            budget_attempts=r["attempts"] - r["replay_base"],
-            created_at=r["created_at"],
-            first_attempt_at=r["first_attempt_at"],
-            record=_load(r["record"]),
-            previous=_load(r["previous"]),
-            sub_status=r["sub_status"],
-            format=r["format"],
-            url=r["url"],
-            push=_load(r["push"]),
-            secrets=list(zip(r["secrets"], r["secrets_until"], strict=True)),
-            references=by_id[r["delivery_id"]].references,
-            body=r["body"],
-            content_type=r["content_type"],
+    batch = ClaimBatch(token=token, looked_at=len(rows))
+    for r in rows:
+        _decide_claimed(batch, r)
+    return batch
+
+
+def _decide_claimed(batch: ClaimBatch, r: asyncpg.Record) -> None:
+    """Apply :func:`decide_pair` to one claimed head and its pair's other rows."""
+    history = _load(r["history"]) or []
+    head = PairRow(
+        delivery_id=r["delivery_id"],
+        version=r["version"],
+        event=r["event"],
+        status="pending",
+        attempts=r["attempts"],
+        next_attempt_at=r["next_attempt_at"],
+        claimed_until=None,  # ours
+        generation=r["generation"],
+        rendered_as=None
+        if r["rendered_format"] is None
+        else (r["rendered_format"], r["rendered_url"]),
+        message_ref=r["message_ref"],
+    )
+    others = [
+        PairRow(
+            delivery_id=h["id"],
+            version=h["version"],
+            event=h["event"],
+            status=h["status"],
+            attempts=h["attempts"],
+            next_attempt_at=_when(h["next"]),
+            claimed_until=_when(h["claimed"]),
+            generation=h["generation"],
+            rendered_as=None if h["format"] is None else (h["format"], h["url"]),
+            message_ref=h["ref"],
         )
-        for r in rows
+        for h in history
     ]
+    decision = decide_pair([head, *others], format=r["format"], url=r["url"], now=r["now"])
+    delivery = ClaimedDelivery(
+        delivery_id=r["delivery_id"],
+        claim_token=batch.token,
+        subscription_id=r["subscription_id"],
+        incident_id=r["incident_id"],
+        version=r["version"],
+        event=r["event"],
+        channel=r["channel"],
+        endpoint=r["endpoint"],
+        webhook_id=r["webhook_id"],
+        attempts=r["attempts"],
+        budget_attempts=r["attempts"] - r["replay_base"],
+        created_at=r["created_at"],
+        first_attempt_at=r["first_attempt_at"],
+        record=_load(r["record"]),
+        previous=None,
+        sub_status=r["sub_status"],
+        format=r["format"],
+        url=r["url"],
+        push=_load(r["push"]),
+        secrets=list(zip(r["secrets"], r["secrets_until"], strict=True)),
+        body=r["body"],
+        content_type=r["content_type"],
+    )
+    send = decision.send
+    head_sent = send is not None and send.delivery_id == head.delivery_id
+    dropped = {s.delivery_id for s in decision.supersede} | (
+        {decision.replan.delivery_id} if decision.replan else set()
+    )
+    for s in decision.supersede:
+        # stale rows go once the head is confirmed; a dropped head (ours) goes at once
+        waits_for = head.delivery_id if head_sent and s.delivery_id != head.delivery_id else None
+        batch.superseded.append((s.delivery_id, s.reason, waits_for))
+    if decision.replan is not None:
+        batch.superseded.append((decision.replan.delivery_id, decision.replan.reason, None))
+        batch.replans.append((delivery, decision.replan.generation, decision.replan.event))
+    if head_sent:
+        assert send is not None
+        previous = next(
+            (h["record"] for h in history if h["version"] == send.previous_version and h["record"]),
+            None,
+        )
+        batch.deliveries.append(
+            dataclasses.replace(
+                delivery, event=send.event, references=send.references, previous=previous
+            )
+        )
+    elif head.delivery_id not in dropped:
+        batch.waits.append(head.delivery_id)  # e.g. a row of its pair went in flight meanwhile
+
+
+def _when(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 @dataclass(frozen=True)
 class Rendering:
     """The body of a claimed webhook row as first sent, and what it was rendered for."""
 
-    delivery: ClaimedDelivery
     body: bytes
     content_type: str
     format: str
@@ -769,29 +731,109 @@ class Rendering:
     message_ref: str | None  # CAP sender,identifier,sent (None for other formats)
 
 
-async def save_renderings(pool: asyncpg.Pool, renderings: Sequence[Rendering]) -> set[int]:
-    """Store first renderings (only of rows still claimed by us and not yet rendered);
-    returns the ids stored. Call before the first send: a webhook-id never names two
-    bodies."""
-    if not renderings:
-        return set()
+async def confirm(
+    pool: asyncpg.Pool,
+    batch: ClaimBatch,
+    renderings: Mapping[int, Rendering],
+    *,
+    failed: Sequence[int] = (),
+) -> list[ClaimedDelivery]:
+    """Write what :func:`claim_due` decided and return the rows to send now.
+
+    A row to send is confirmed only if no other row of its pair is in flight - checked
+    *after* both claims committed, so of two workers that claimed two rows of one pair at
+    once (one of them before seeing a newer version), at least one sees the other and gives
+    its row back: never two at once. Its first rendering (``renderings``, by id) is stored
+    with it: a webhook-id never names two bodies. Stale rows of a confirmed head, dropped
+    heads and re-planned rows are superseded; re-planned versions get their new rows;
+    claimed rows not sent (waits, unconfirmed) are given back. ``failed``: claimed rows
+    already finished as failed (they are left alone).
+    """
+    skip = set(failed)
+    sends = [d for d in batch.deliveries if d.delivery_id not in skip]
+    send_rendered = [renderings.get(d.delivery_id) for d in sends]
     rows = await pool.fetch(
-        """UPDATE dispatch_deliveries d
-           SET body = t.body, content_type = t.ct, rendered_format = t.fmt,
-               rendered_url = t.url, message_ref = t.ref, rendered_at = now()
-           FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], $5::text[],
-                       $6::text[], $7::text[]) AS t(id, token, body, ct, fmt, url, ref)
-           WHERE d.delivery_id = t.id AND d.claim_token = t.token AND d.body IS NULL
-           RETURNING d.delivery_id""",
-        [r.delivery.delivery_id for r in renderings],
-        [r.delivery.claim_token for r in renderings],
-        [r.body for r in renderings],
-        [r.content_type for r in renderings],
-        [r.format for r in renderings],
-        [r.url for r in renderings],
-        [r.message_ref for r in renderings],
+        """WITH t AS (
+             SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[],
+                                  $5::text[], $6::text[], $7::text[])
+                    AS t(id, body, ct, fmt, url, ref, event)),
+           ok AS (
+             UPDATE dispatch_deliveries d SET
+               body = COALESCE(d.body, t.body), content_type = COALESCE(d.content_type, t.ct),
+               rendered_format = COALESCE(d.rendered_format, t.fmt),
+               rendered_url = CASE WHEN d.body IS NULL THEN t.url ELSE d.rendered_url END,
+               message_ref = COALESCE(d.message_ref, t.ref),
+               rendered_at = COALESCE(d.rendered_at, CASE WHEN t.body IS NOT NULL
+                                                          THEN now() END),
+               event = t.event
+             FROM t
+             WHERE d.delivery_id = t.id AND d.claim_token = $8
+               AND NOT EXISTS (
+                 SELECT 1 FROM dispatch_deliveries o
+                 WHERE o.subscription_id = d.subscription_id
+                   AND o.incident_id = d.incident_id AND o.delivery_id <> d.delivery_id
+                   AND o.status = 'pending' AND o.claimed_until >= now())
+             RETURNING d.delivery_id),
+           sup AS (
+             UPDATE dispatch_deliveries d
+             SET status = 'superseded', last_error = s.reason,
+                 claimed_until = NULL, claim_token = NULL
+             FROM unnest($9::bigint[], $10::text[], $11::bigint[]) AS s(id, reason, head)
+             WHERE d.delivery_id = s.id AND d.status = 'pending'
+               AND ((s.head IS NULL AND d.claim_token = $8)
+                    OR ((d.claimed_until IS NULL OR d.claimed_until < now())
+                        AND (s.head IS NULL OR s.head IN (SELECT delivery_id FROM ok))))
+             RETURNING d.delivery_id),
+           ins AS (
+             INSERT INTO dispatch_deliveries
+               (subscription_id, incident_id, version, generation, event, channel, endpoint,
+                webhook_id)
+             SELECT * FROM unnest($12::text[], $13::text[], $14::int[], $15::int[],
+                                  $16::text[], $17::text[], $18::text[], $19::text[])
+             ON CONFLICT DO NOTHING
+             RETURNING 1),
+           rel AS (
+             UPDATE dispatch_deliveries d SET claimed_until = NULL, claim_token = NULL
+             WHERE d.delivery_id = ANY($20::bigint[]) AND d.claim_token = $8
+               AND d.delivery_id NOT IN (SELECT delivery_id FROM ok)
+               AND d.delivery_id <> ALL($9::bigint[])
+             RETURNING 1)
+           SELECT delivery_id, (SELECT count(*) FROM ins) AS inserted,
+                  (SELECT count(*) FROM rel) AS released,
+                  (SELECT count(*) FROM sup) AS superseded
+           FROM ok""",
+        [d.delivery_id for d in sends],
+        [None if r is None else r.body for r in send_rendered],
+        [None if r is None else r.content_type for r in send_rendered],
+        [None if r is None else r.format for r in send_rendered],
+        [None if r is None else r.url for r in send_rendered],
+        [None if r is None else r.message_ref for r in send_rendered],
+        [d.event for d in sends],
+        batch.token,
+        [s[0] for s in batch.superseded],
+        [s[1] for s in batch.superseded],
+        [s[2] for s in batch.superseded],
+        [d.subscription_id for d, _, _ in batch.replans],
+        [d.incident_id for d, _, _ in batch.replans],
+        [d.version for d, _, _ in batch.replans],
+        [g for _, g, _ in batch.replans],
+        [e for _, _, e in batch.replans],
+        [d.channel for d, _, _ in batch.replans],
+        [endpoint_key(d.url) if d.url else d.endpoint for d, _, _ in batch.replans],
+        [webhook_id(d.subscription_id, d.incident_id, d.version, g) for d, g, _ in batch.replans],
+        [d.delivery_id for d in sends] + batch.waits,
     )
-    return {r["delivery_id"] for r in rows}
+    confirmed = {r["delivery_id"] for r in rows}
+    out = []
+    for d, r in zip(sends, send_rendered, strict=True):
+        if d.delivery_id not in confirmed:
+            continue
+        if r is not None and d.body is None:
+            d = dataclasses.replace(d, body=r.body, content_type=r.content_type)
+        out.append(d)
+    if batch.replans:
+        await pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return out
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,13 @@ async def _all_delivered(client, incident_id: str, n: int) -> bool:  # type: ign
     return len(rows) == n and all(r["status"] == "delivered" for r in rows)
 
 
+async def _decided(conn: asyncpg.Connection, incident_id: str, rows: int) -> bool:
+    statuses = await conn.fetch(
+        "SELECT status FROM dispatch_deliveries WHERE incident_id = $1", incident_id
+    )
+    return len(statuses) == rows and all(r["status"] != "pending" for r in statuses)
+
+
 async def test_a_replayed_kafka_message_changes_nothing(
     make_settings, services, receivers, publish, database_url
 ):
@@ -73,9 +80,13 @@ async def test_a_replayed_kafka_message_changes_nothing(
         v2 = incident(incident_id=v1.incident_id, version=2, event="updated", probability=0.97)
         await publish(v1)
         await publish(v2)
-        await receiver.wait_for(2)
         conn = await asyncpg.connect(database_url)
         try:
+            # both versions decided (v1 may be collapsed into v2 if v2 came before it went)
+            await eventually(
+                lambda: _decided(conn, v1.incident_id, 2), what="both versions decided"
+            )
+            sent = len(receiver.received)
             before = await conn.fetchval(
                 "SELECT updated_at FROM dispatch_incidents WHERE incident_id = $1", v1.incident_id
             )
@@ -84,7 +95,7 @@ async def test_a_replayed_kafka_message_changes_nothing(
             await publish(v2)
             marker = incident()  # published last: once it is stored, the replays were read
             await publish(marker)
-            await receiver.wait_for(3)
+            await receiver.wait_for(sent + 1)
             await eventually(
                 lambda: _stored(conn, marker.incident_id), what="marker incident stored"
             )
