@@ -65,25 +65,26 @@ class _Story:
 
     def __init__(self) -> None:
         self.last: dict[str, int] = {}
-        self.cancelled: set[str] = set()
+        self.cancelled: dict[str, str] = {}  # incident -> webhook-id of its cancel
         self.received = 0
         self.out_of_order = 0
         self.after_cancel = 0
 
-    def see(self, body: bytes) -> None:
+    def see(self, webhook_id: str, body: bytes) -> None:
+        """One request (a retry repeats its webhook-id: the same message, not a new one)."""
         self.received += 1
         try:
             data = json.loads(body)["data"]
         except (ValueError, KeyError):
             return
         incident, version = data["incident_id"], data["version"]
-        if incident in self.cancelled:
+        if self.cancelled.get(incident, webhook_id) != webhook_id:
             self.after_cancel += 1
         if version < self.last.get(incident, 0):
             self.out_of_order += 1
         self.last[incident] = max(version, self.last.get(incident, 0))
         if data["event"] == "cancelled":
-            self.cancelled.add(incident)
+            self.cancelled.setdefault(incident, webhook_id)
 
     def figures(self) -> dict[str, int]:
         return {
@@ -103,10 +104,12 @@ async def _serve_receiver(port: int, mode: str, fail_s: float) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
+                length, webhook_id = 0, ""
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1])
+                    elif line.lower().startswith(b"webhook-id:"):
+                        webhook_id = line.split(b":", 1)[1].strip().decode()
                 body = await reader.readexactly(length)
                 if head.startswith(b"GET /stats"):
                     stats = json.dumps(story.figures()).encode()
@@ -116,7 +119,7 @@ async def _serve_receiver(port: int, mode: str, fail_s: float) -> None:
                     )
                     await writer.drain()
                     continue
-                story.see(body)
+                story.see(webhook_id, body)
                 if mode == "hang":
                     await asyncio.sleep(3600)
                 if mode == "fail" and not failing_until:

@@ -305,17 +305,21 @@ async def store_incident(
     each other's incident.
     """
     doc = _json(record.model_dump(mode="json"))
-    # Routing reads the subscriptions as of just before the transaction: a subscription
-    # created concurrently with an incident may or may not see it either way.
-    subs = [
-        _subscription(r)
-        for r in await pool.fetch(
-            f"SELECT {_SUB_COLUMNS} FROM dispatch_subscriptions WHERE status = 'active'"
-        )
-    ]
     async with pool.acquire() as conn, conn.transaction():
-        if same_shot is not None:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _SAME_SHOT_LOCK)
+        # One round trip: take the same-shot lock (if wanted) and read the active
+        # subscriptions. Routing reads them as of the start of that statement: a
+        # subscription created concurrently with an incident may or may not see it.
+        subs = [
+            _subscription(r)
+            for r in await conn.fetch(
+                f"""WITH lock AS MATERIALIZED (
+                      SELECT pg_advisory_xact_lock($1) AS held WHERE $2::bool)
+                    SELECT {_SUB_COLUMNS} FROM dispatch_subscriptions
+                    WHERE (SELECT count(*) FROM lock) >= 0 AND status = 'active'""",
+                _SAME_SHOT_LOCK,
+                same_shot is not None,
+            )
+        ]
         # One statement: the version (history, idempotent) and the current state (only ever
         # moves forward). The row lock taken by the upsert serialises versions of one
         # incident, so the "is it newer" check cannot race.
