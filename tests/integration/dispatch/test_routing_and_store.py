@@ -115,7 +115,7 @@ async def test_a_replayed_kafka_message_changes_nothing(
         finally:
             await conn.close()
     ids = [r.headers["webhook-id"] for r in receiver.received]
-    assert len(ids) == len(set(ids)) == 3
+    assert len(ids) == len(set(ids)) == sent + 1  # the replays sent nothing again
 
 
 async def _stored(conn: asyncpg.Connection, incident_id: str) -> bool:
