@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.dispatch import store
 from services.dispatch.main import DispatchService
@@ -209,6 +210,7 @@ async def test_a_class_drop_reaches_who_was_alerted_as_a_cancel_in_every_format_
             v1 = incident(LAT, LON)
             await publish(v1)
             await eventually(lambda: _settled(client, v1.incident_id, 5), what="alerted")
+            before = await _downgrades(client)
             # re-scored: the locator says "updated", now fireworks (it never says cancelled)
             v2 = v1.model_copy(
                 update={
@@ -222,6 +224,10 @@ async def test_a_class_drop_reaches_who_was_alerted_as_a_cancel_in_every_format_
             await publish(v2)
             await eventually(lambda: _settled(client, v1.incident_id, 10), what="told")
             await push_service.until(2)
+            after = await _downgrades(client)
+    # conspicuous for operators too: counted by what each alerted subscriber was told
+    assert after["downgraded"] - before.get("downgraded", 0) == 1
+    assert after["cancelled"] - before.get("cancelled", 0) == 4
 
     last_json = orjson.loads(rx["json"].received[-1].body)
     assert (last_json["type"], last_json["data"]["event"]) == ("incident.cancelled", "cancelled")
@@ -235,6 +241,17 @@ async def test_a_class_drop_reaches_who_was_alerted_as_a_cancel_in_every_format_
     # a subscriber that takes fireworks too is told of the downgrade, conspicuously
     down = orjson.loads(wide.received[-1].body)
     assert (down["type"], down["data"]["event"]) == ("incident.downgraded", "downgraded")
+
+
+async def _downgrades(client) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    text = (await client.get("/metrics")).text
+    return {
+        sample.labels["told"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "shotline_dispatch_gunfire_downgrades"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
 
 
 async def test_a_format_change_never_sends_another_body_under_a_webhook_id_gone_out(
