@@ -125,6 +125,46 @@ def build_http_client(settings: DispatchSettings) -> httpx.AsyncClient:
     )
 
 
+class _Finisher:
+    """Writes finished attempts in batches: whatever finished while the last write ran goes
+    in the next one (no added wait: a lone result is written at once)."""
+
+    #: Rows per statement at most.
+    MAX_BATCH = 256
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._queue: list[
+            tuple[store.ClaimedDelivery, store.AttemptResult, asyncio.Future[bool]]
+        ] = []
+        self._wake = asyncio.Event()
+
+    async def finish(self, d: store.ClaimedDelivery, result: store.AttemptResult) -> bool:
+        """Record it; False if the lease was lost. Raises the database's error."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((d, result, future))
+        self._wake.set()
+        return await asyncio.shield(future)
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._queue[: self.MAX_BATCH]
+                del self._queue[: self.MAX_BATCH]
+                try:
+                    written = await store.finish_attempts(self.pool, [(d, r) for d, r, _ in batch])
+                except Exception as exc:  # each waiting send handles it (its task fails)
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for d, _, future in batch:
+                    if not future.done():
+                        future.set_result(d.delivery_id in written)
+
+
 class DeliveryWorkers:
     """Claims and sends deliveries until stopped. ``start()`` / ``stop(timeout_s)``."""
 
@@ -169,6 +209,8 @@ class DeliveryWorkers:
         self._listener: asyncpg.Connection | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._gauges_task: asyncio.Task[None] | None = None
+        self._finisher = _Finisher(pool)
+        self._finisher_task: asyncio.Task[None] | None = None
         self._stopping = False
         self.attempts_made = 0  # by this instance (observability in tests and logs)
 
@@ -179,6 +221,7 @@ class DeliveryWorkers:
         await self._listen()
         self._loop_task = asyncio.create_task(self._run(), name="dispatch-claims")
         self._gauges_task = asyncio.create_task(self._refresh_gauges(), name="dispatch-gauges")
+        self._finisher_task = asyncio.create_task(self._finisher.run(), name="dispatch-finish")
 
     async def _listen(self) -> None:
         """(Re)open the LISTEN connection that wakes the loop on new outbox rows."""
@@ -219,6 +262,10 @@ class DeliveryWorkers:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+        if self._finisher_task is not None:  # after the sends: they write through it
+            self._finisher_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._finisher_task
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
@@ -229,7 +276,9 @@ class DeliveryWorkers:
     async def crash(self) -> None:
         """Tests only: stop dead, like a killed process (no waiting, no releasing claims)."""
         self._stopping = True
-        tasks = [t for t in (self._loop_task, self._gauges_task) if t] + list(self._inflight)
+        tasks = [t for t in (self._loop_task, self._gauges_task, self._finisher_task) if t] + list(
+            self._inflight
+        )
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -559,7 +608,7 @@ class DeliveryWorkers:
             outcome=outcome,
             next_attempt_at=next_at,
         )
-        if await store.finish_attempt(self.pool, d, attempt):
+        if await self._finisher.finish(d, attempt):
             metrics.DELIVERIES.labels(outcome, d.channel).inc()
         else:
             log.warning(

@@ -857,36 +857,55 @@ async def finish_attempt(
     pool: asyncpg.Pool, delivery: ClaimedDelivery, result: AttemptResult
 ) -> bool:
     """Record the attempt and move the row on; False if our lease was lost (nothing written)."""
-    status = "pending" if result.outcome == "retry" else result.outcome
-    # One statement (atomic on its own, one round trip): move the row on, log the attempt.
-    attempt_no = await pool.fetchval(
-        """WITH moved AS (
-             UPDATE dispatch_deliveries SET
-               status = $3, attempts = attempts + 1,
-               next_attempt_at = COALESCE($4, next_attempt_at),
+    return delivery.delivery_id in await finish_attempts(pool, [(delivery, result)])
+
+
+async def finish_attempts(
+    pool: asyncpg.Pool, finished: Sequence[tuple[ClaimedDelivery, AttemptResult]]
+) -> set[int]:
+    """:func:`finish_attempt` for many rows in one statement; returns the ids written (a row
+    whose lease was lost is left alone)."""
+    if not finished:
+        return set()
+    # One statement (atomic on its own, one round trip): move the rows on, log the attempts.
+    rows = await pool.fetch(
+        """WITH t AS (
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[],
+                                  $5::int[], $6::text[], $7::timestamptz[],
+                                  $8::timestamptz[], $9::float8[], $10::text[])
+                    AS t(id, token, status, next_at, code, error, started, finished,
+                         duration, outcome)),
+           moved AS (
+             UPDATE dispatch_deliveries d SET
+               status = t.status, attempts = d.attempts + 1,
+               next_attempt_at = COALESCE(t.next_at, d.next_attempt_at),
                claimed_until = NULL, claim_token = NULL,
-               last_status_code = $5, last_error = $6,
-               first_attempt_at = COALESCE(first_attempt_at, $7),
-               delivered_at = CASE WHEN $3 = 'delivered' THEN $8 ELSE delivered_at END
-             WHERE delivery_id = $1 AND claim_token = $2
-             RETURNING delivery_id, attempts)
+               last_status_code = t.code, last_error = t.error,
+               first_attempt_at = COALESCE(d.first_attempt_at, t.started),
+               delivered_at = CASE WHEN t.status = 'delivered' THEN t.finished
+                                   ELSE d.delivered_at END
+             FROM t
+             WHERE d.delivery_id = t.id AND d.claim_token = t.token
+             RETURNING d.delivery_id, d.attempts)
            INSERT INTO dispatch_delivery_attempts
              (delivery_id, attempt_no, started_at, finished_at, status_code, error,
               duration_s, outcome)
-           SELECT delivery_id, attempts, $7, $8, $5, $6, $9, $10 FROM moved
-           RETURNING attempt_no""",
-        delivery.delivery_id,
-        delivery.claim_token,
-        status,
-        result.next_attempt_at,
-        result.status_code,
-        result.error,
-        result.started_at,
-        result.finished_at,
-        result.duration_s,
-        result.outcome,
+           SELECT m.delivery_id, m.attempts, t.started, t.finished, t.code, t.error,
+                  t.duration, t.outcome
+           FROM moved m JOIN t ON t.id = m.delivery_id
+           RETURNING delivery_id""",
+        [d.delivery_id for d, _ in finished],
+        [d.claim_token for d, _ in finished],
+        ["pending" if r.outcome == "retry" else r.outcome for _, r in finished],
+        [r.next_attempt_at for _, r in finished],
+        [r.status_code for _, r in finished],
+        [r.error for _, r in finished],
+        [r.started_at for _, r in finished],
+        [r.finished_at for _, r in finished],
+        [r.duration_s for _, r in finished],
+        [r.outcome for _, r in finished],
     )
-    return attempt_no is not None
+    return {r["delivery_id"] for r in rows}
 
 
 async def defer(
