@@ -16,7 +16,10 @@ incident version and wrote its outbox row). Three cases (``--case``, default all
   100 ms for the nine healthy receivers.
 * ``throughput``: ten healthy subscriptions of the whole area, a backlog of
   ``--backlog`` incidents published at once; deliveries acknowledged per second from the
-  first row written to the last acknowledgement. Target: at least 500/s.
+  first row written to the last acknowledgement (``deliveries_per_s``: the consumer's
+  stores bound it), and by the delivery workers alone on an outbox written beforehand
+  (``workers_only_deliveries_per_s``, from the sending instance's start). Target: at
+  least 500/s.
 
     python bench/dispatch.py [--case all] [--rate 100] [--duration 15] [--fail-s 30]
 
@@ -221,6 +224,7 @@ class _Run:
         self.service: DispatchService | None = None
         self.producer = None
         self.dsn = ""
+        self.settings: DispatchSettings | None = None
 
     async def start(self, urls: list[str], geofences: list[dict], **overrides) -> None:
         admin_db = await asyncpg.connect(self.postgres.dsn)
@@ -249,7 +253,7 @@ class _Run:
             allowed_target_networks=["127.0.0.0/8"],  # the bench's receivers
         )
         values.update(overrides)
-        settings = DispatchSettings(**values)
+        settings = self.settings = DispatchSettings(**values)
         self.service = DispatchService(
             settings, bootstrap_servers=self.kafka.bootstrap_servers, database_url=self.dsn
         )
@@ -444,21 +448,61 @@ async def case_ordering(
 
 
 async def case_throughput(kafka, postgres, ports, backlog: int, drain_s: float) -> dict:
-    """A backlog of ``backlog`` incidents to ten healthy receivers, as fast as it goes."""
+    """A backlog of ``backlog`` incidents to ten healthy receivers, as fast as it goes:
+    through the whole service (the consumer stores, the workers send), and through the
+    delivery workers alone (the outbox written first, then an instance that only sends)."""
+    urls = [f"http://127.0.0.1:{p}/hook" for p in ports]
+    rng = random.Random(13)
     run = _Run(kafka, postgres, "throughput")
     try:
-        await run.start([f"http://127.0.0.1:{p}/hook" for p in ports], [WHOLE_AREA] * len(ports))
-        rng = random.Random(13)
+        await run.start(urls, [WHOLE_AREA] * len(ports))
         for _ in range(backlog):
             await run.publish(_incident(rng))
         await run.drain(drain_s, records=backlog)
-        figures = await run.latency()
+        whole = await run.latency()
     finally:
         await run.stop()
+
+    run = _Run(kafka, postgres, "sending")
+    sender: DispatchService | None = None
+    try:
+        await run.start(urls, [WHOLE_AREA] * len(ports), workers=False)
+        for _ in range(backlog):
+            await run.publish(_incident(rng))
+        await run.producer.flush()
+        conn = await asyncpg.connect(run.dsn)
+        try:
+            deadline = time.monotonic() + drain_s
+            while time.monotonic() < deadline:
+                if await conn.fetchval("SELECT count(*) FROM dispatch_deliveries") >= 10 * backlog:
+                    break
+                await asyncio.sleep(0.2)
+            assert run.settings is not None
+            sender = DispatchService(
+                run.settings.model_copy(update={"workers": True, "consume": False}),
+                bootstrap_servers=kafka.bootstrap_servers,
+                database_url=run.dsn,
+            )
+            started = await conn.fetchval("SELECT now()")
+            await sender.start()
+            await run.drain(drain_s, records=backlog)
+            sent = await conn.fetchrow(
+                """SELECT count(*) AS n, extract(epoch FROM max(delivered_at) - $1) AS span
+                   FROM dispatch_deliveries WHERE status = 'delivered'""",
+                started,
+            )
+        finally:
+            await conn.close()
+    finally:
+        if sender is not None:
+            await sender.stop(5.0)
+        await run.stop()
     return {
-        "deliveries_per_s": round(figures["delivered"] / max(figures["span_s"], 1e-9), 1),
-        "delivered": figures["delivered"],
-        "span_s": figures["span_s"],
+        "deliveries_per_s": round(whole["delivered"] / max(whole["span_s"], 1e-9), 1),
+        "delivered": whole["delivered"],
+        "span_s": whole["span_s"],
+        "workers_only_deliveries_per_s": round(sent["n"] / max(float(sent["span"] or 0), 1e-9), 1),
+        "workers_only_delivered": sent["n"],
         "incidents": backlog,
         "receivers": len(ports),
         "target_deliveries_per_s": 500,

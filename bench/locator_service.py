@@ -121,7 +121,10 @@ def traffic(
     for z in range(zones):
         array = build_array(zone=f"{prefix}-{z}", seed=z)
         made = scenario(
-            "mixed", array, start=start, rng=np.random.default_rng(100 + z),
+            "mixed",
+            array,
+            start=start,
+            rng=np.random.default_rng(100 + z),
             duration_s=hours * 3600,
         )
         out.extend(made.detections)
@@ -303,8 +306,10 @@ def _pace(
             d.zone.encode(),
             encode(
                 d.model_copy(
-                    update={"arrival_time": d.arrival_time + shift,
-                            "received_at": d.received_at + shift}
+                    update={
+                        "arrival_time": d.arrival_time + shift,
+                        "received_at": d.received_at + shift,
+                    }
                 )
             ),
         )
@@ -348,7 +353,10 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 async def live(
-    broker: EmbeddedKafka, rate_dps: float, seconds: float, warm_s: float = 0.0,
+    broker: EmbeddedKafka,
+    rate_dps: float,
+    seconds: float,
+    warm_s: float = 0.0,
     pin: bool = True,
 ) -> dict[str, float]:
     """Latency under a live stream of ``rate_dps`` detections/s (fresh mixed traffic).
@@ -431,19 +439,25 @@ def main() -> None:
     ap.add_argument("--live-s", type=float, default=30.0, help="length of the live stream")
     ap.add_argument("--profile", action="store_true", help="cProfile the engine-only run")
     ap.add_argument(
-        "--warm-s", type=float, default=0.0,
+        "--warm-s",
+        type=float,
+        default=0.0,
         help="run the live stream this much longer and measure only its last --live-s",
     )
     ap.add_argument(
-        "--live-dps", type=float, default=None,
+        "--live-dps",
+        type=float,
+        default=None,
         help="rate of the live stream (default: min(5,000, half the backlog throughput))",
     )
     ap.add_argument(
-        "--live-only", action="store_true",
+        "--live-only",
+        action="store_true",
         help="only the live stream (needs --live-dps): for comparing runs of one change",
     )
     ap.add_argument(
-        "--share-cores", action="store_true",
+        "--share-cores",
+        action="store_true",
         help="let the service, the broker and the pacer share every core (default: the "
         "service alone on core 0)",
     )

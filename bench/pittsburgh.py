@@ -157,7 +157,8 @@ def evaluate(name: str, incidents: list[IncidentRecord], survey: dict) -> TestRe
     sxy = np.array([s["x"], s["y"]])
     fired = int(survey["num_rounds"])
     good = [
-        inc for inc in incidents
+        inc
+        for inc in incidents
         if _horizontal_error(inc.location.lat, inc.location.lon, sxy) <= SPURIOUS_M
     ]
     rounds = [
@@ -226,17 +227,23 @@ def summarise(results: list[TestResult]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--data", type=Path,
+        "--data",
+        type=Path,
         default=Path(os.environ.get("SHOTLINE_PITTSBURGH_DATA", DEFAULT_DATA)),
         help="folder holding FP1..FP5 (default: ../shared/data/pittsburgh-2018)",
     )
     parser.add_argument("--verbose", action="store_true", help="one line per test")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
         help="override a LocatorConfig field (tuning), e.g. --set min_sensors=5",
     )
     parser.add_argument(
-        "--profile", choices=("defaults", "array"), default="defaults",
+        "--profile",
+        choices=("defaults", "array"),
+        default="defaults",
         help="defaults: LocatorConfig() (default); array: plus ARRAY_PROFILE (tuned here)",
     )
     parser.add_argument(

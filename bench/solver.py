@@ -115,7 +115,8 @@ def median_error(results: list[np.ndarray | None], problems) -> tuple[float, int
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--data", type=Path,
+        "--data",
+        type=Path,
         default=Path(os.environ.get("SHOTLINE_PITTSBURGH_DATA", DEFAULT_DATA)),
     )
     parser.add_argument("--seconds", type=float, default=2.0, help="timing per solver")

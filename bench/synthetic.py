@@ -101,8 +101,10 @@ def evaluate(sc: Scenario, incidents: Sequence[IncidentRecord], hours: float) ->
         ev = next(e for e in sc.truth if e.event_id == ev_id)
         hits = {}
         for inc, r, xy in rounds:
-            if (ev.times[0] - one_s <= r.shot_time <= ev.times[-1] + one_s
-                    and np.linalg.norm(xy - src[ev_id][:2]) <= radius):
+            if (
+                ev.times[0] - one_s <= r.shot_time <= ev.times[-1] + one_s
+                and np.linalg.norm(xy - src[ev_id][:2]) <= radius
+            ):
                 hits[inc.incident_id] = inc
         return list(hits.values())
 
@@ -110,8 +112,11 @@ def evaluate(sc: Scenario, incidents: Sequence[IncidentRecord], hours: float) ->
     fw = [e for e in sc.truth if e.kind == "fireworks"]
     gun_hits = {e.event_id: near(e.event_id, MATCH_M) for e in gun}
     detected = [e for e in gun if gun_hits[e.event_id]]
-    called = [e for e in detected if any(
-        i.classification in ("gunfire", "probable_gunfire") for i in gun_hits[e.event_id])]
+    called = [
+        e
+        for e in detected
+        if any(i.classification in ("gunfire", "probable_gunfire") for i in gun_hits[e.event_id])
+    ]
     matched_gun_incidents = {i.incident_id for hits in gun_hits.values() for i in hits}
 
     # phantom: no round near any truth source active at that time
@@ -121,15 +126,18 @@ def evaluate(sc: Scenario, incidents: Sequence[IncidentRecord], hours: float) ->
         for r in inc.round_details:
             xy = frame.to_enu(r.lat, r.lon)[:2]
             for e in sc.truth:
-                if (e.times[0] - one_s <= r.shot_time <= e.times[-1] + one_s
-                        and np.linalg.norm(xy - src[e.event_id][:2]) <= PHANTOM_M):
+                if (
+                    e.times[0] - one_s <= r.shot_time <= e.times[-1] + one_s
+                    and np.linalg.norm(xy - src[e.event_id][:2]) <= PHANTOM_M
+                ):
                     real = True
                     break
             if real:
                 break
         phantoms += not real
     false_alerts = sum(
-        1 for i in incidents
+        1
+        for i in incidents
         if i.classification in ("gunfire", "probable_gunfire")
         and i.incident_id not in matched_gun_incidents
     )
@@ -137,7 +145,8 @@ def evaluate(sc: Scenario, incidents: Sequence[IncidentRecord], hours: float) ->
     fw_seen = [hits for hits in fw_hits.values() if hits]
     fw_gun = sum(any(i.classification == "gunfire" for i in h) for h in fw_seen)
     fw_gun_prob = sum(
-        any(i.classification in ("gunfire", "probable_gunfire") for i in h) for h in fw_seen)
+        any(i.classification in ("gunfire", "probable_gunfire") for i in h) for h in fw_seen
+    )
 
     # per-round location error against the CRB
     heard: dict[tuple[str, int], list[str]] = {}
@@ -156,8 +165,7 @@ def evaluate(sc: Scenario, incidents: Sequence[IncidentRecord], hours: float) ->
             ids = heard.get((e.event_id, k), [])
             if best is None or len(ids) < 3:
                 continue
-            bound = crb_xy_m(np.array([enu[s] for s in ids]), src[e.event_id], c,
-                             sc.timing_noise_s)
+            bound = crb_xy_m(np.array([enu[s] for s in ids]), src[e.event_id], c, sc.timing_noise_s)
             errors.append(best)
             bounds.append(bound)
             ratios.append(best / bound)
@@ -177,7 +185,8 @@ def evaluate(sc: Scenario, incidents: Sequence[IncidentRecord], hours: float) ->
         "false_alerts_per_sensor_hour": round(false_alerts / (n_sensors * hours), 5),
         "fireworks_as_gunfire": round(fw_gun / len(fw_seen), 4) if fw_seen else None,
         "fireworks_as_gunfire_or_probable": (
-            round(fw_gun_prob / len(fw_seen), 4) if fw_seen else None),
+            round(fw_gun_prob / len(fw_seen), 4) if fw_seen else None
+        ),
         "rounds_located": len(errors),
         "median_error_m": med(errors),
         "p90_error_m": round(float(np.percentile(errors, 90)), 4) if errors else None,
@@ -200,10 +209,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     array = build_array(density_per_sq_mi=args.density, area_sq_mi=args.area, seed=args.seed)
     sc = mixed_traffic(
-        array, start=START, duration_s=args.hours * 3600, shots_per_hour=args.shots_per_hour,
+        array,
+        start=START,
+        duration_s=args.hours * 3600,
+        shots_per_hour=args.shots_per_hour,
         fireworks_per_hour=args.fireworks_per_hour,
-        noise_per_sensor_hour=args.noise_per_sensor_hour, rng=np.random.default_rng(args.seed),
-        timing_noise_s=args.timing_noise, bad_clock_sensors=1, feature_mode=args.features,
+        noise_per_sensor_hour=args.noise_per_sensor_hour,
+        rng=np.random.default_rng(args.seed),
+        timing_noise_s=args.timing_noise,
+        bad_clock_sensors=1,
+        feature_mode=args.features,
     )
     t0 = time.perf_counter()
     records = replay(sc, array.sensors[0].zone)

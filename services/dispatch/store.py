@@ -583,12 +583,14 @@ async def claim_due(
              WHERE d.status = 'pending' AND d.next_attempt_at <= now()
                AND (d.claimed_until IS NULL OR d.claimed_until < now())
                AND NOT (d.endpoint = ANY($4::text[]))
-               AND NOT EXISTS (
-                 SELECT 1 FROM dispatch_deliveries o
-                 WHERE o.subscription_id = d.subscription_id AND o.incident_id = d.incident_id
-                   AND o.status = 'pending'
-                   AND (o.claimed_until >= now()
-                        OR (o.version, o.generation) > (d.version, d.generation)))
+               -- (a scalar subquery, not NOT EXISTS: an anti-join would hash every pending
+               -- row; this probes the pair index for the rows the due index hands over)
+               AND (SELECT 1 FROM dispatch_deliveries o
+                    WHERE o.subscription_id = d.subscription_id
+                      AND o.incident_id = d.incident_id AND o.status = 'pending'
+                      AND (o.claimed_until >= now()
+                           OR (o.version, o.generation) > (d.version, d.generation))
+                    LIMIT 1) IS NULL
              ORDER BY d.next_attempt_at, d.delivery_id
              LIMIT $1
              FOR UPDATE OF d SKIP LOCKED)

@@ -25,3 +25,8 @@ ALTER TABLE dispatch_deliveries
 ALTER TABLE dispatch_deliveries
     ADD CONSTRAINT dispatch_deliveries_pair_version_generation
     UNIQUE (subscription_id, incident_id, version, generation);
+-- Claims walk the due rows in (next_attempt_at, delivery_id) order and stop at their limit
+-- (the pair checks probe the unique index above for each row they look at).
+DROP INDEX dispatch_deliveries_due;
+CREATE INDEX dispatch_deliveries_due ON dispatch_deliveries (next_attempt_at, delivery_id)
+    WHERE status = 'pending';
