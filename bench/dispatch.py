@@ -383,31 +383,33 @@ async def case_ordering(
     try:
         await run.start([f"http://127.0.0.1:{p}/hook" for p in ports], [WHOLE_AREA] * len(ports))
         rng = random.Random(11)
-        live: list[IncidentRecord] = []  # incidents with versions still to come
+        # (due time, version) of every incident's next version: 1 s after the one before
+        live: list[tuple[float, IncidentRecord]] = []
         published = incidents = 0
         start = time.monotonic()
-        next_new = next_round = start
+        next_new = start
         while True:
             now = time.monotonic()
             if now - start < duration_s and now >= next_new:
                 record = _incident(rng)
                 await run.publish(record)
-                live.append(record)
+                live.append((now + 1.0, record))
                 published += 1
                 incidents += 1
                 next_new += 1.0 / order_rate
-            if now >= next_round:  # every second, each live incident's next version
-                next_round += 1.0
-                still = []
-                for record in live:
-                    # every other incident ends in a cancel (nothing may follow it)
-                    cancel = record.version == 4 and int(record.incident_id[-1], 16) % 2 == 0
-                    following = _next_version(record, cancel=cancel)
-                    await run.publish(following)
-                    published += 1
-                    if following.version < 5:
-                        still.append(following)
-                live = still
+            still = []
+            for due, record in live:
+                if due > now:
+                    still.append((due, record))
+                    continue
+                # every other incident ends in a cancel (nothing may follow it)
+                cancel = record.version == 4 and int(record.incident_id[-1], 16) % 2 == 0
+                following = _next_version(record, cancel=cancel)
+                await run.publish(following)
+                published += 1
+                if following.version < 5:
+                    still.append((due + 1.0, following))
+            live = still
             if now - start >= duration_s and not live:
                 break
             await asyncio.sleep(0.005)
