@@ -139,9 +139,11 @@ DOWNGRADES = Counter(
     "Messages planned to subscribers alerted to an incident as gunfire that is now classified "
     "otherwise, by what they are told: downgraded (still of a class they take) or cancelled",
     ["told"],
+    registry=REGISTRY,
 )
 SUPERSEDED = Counter(
     "shotline_dispatch_deliveries_superseded_total",
     "Outbox rows never to be sent: collapsed into a newer version of their incident, older "
     "than one sent, after a cancel, or re-planned after a subscription change",
+    registry=REGISTRY,
 )
