@@ -48,7 +48,9 @@ def refusal(address: IPAddress, allowed: Iterable[IPNetwork] = ()) -> str | None
 
     Allowed: a public (globally routable) unicast address, or any address inside one of
     ``allowed``. An IPv4 address embedded in IPv6 (mapped ``::ffff:a.b.c.d``, 6to4 or Teredo)
-    is judged as that IPv4 address.
+    is judged as that IPv4 address. An IPv4-compatible address (``::a.b.c.d``, ``::/96``) is
+    never public: RFC 4291 §2.5.5.1 deprecates it, no router forwards it, and stacks that
+    still honour it reach the embedded IPv4 address (``::127.0.0.1`` is loopback there).
     """
     inner = _embedded_v4(address)
     judged = inner if inner is not None else address
@@ -73,6 +75,10 @@ def _embedded_v4(address: IPAddress) -> IPv4Address | None:
     return None
 
 
+#: RFC 4291 §2.5.5.1: "IPv4-Compatible IPv6 address", deprecated; :: and ::1 are inside it.
+_IPV4_COMPATIBLE = IPv6Network("::/96")
+
+
 def _kind(address: IPAddress) -> str | None:
     """The class of a non-public address (None for a public unicast one)."""
     if address.is_loopback:
@@ -85,6 +91,8 @@ def _kind(address: IPAddress) -> str | None:
         return "unspecified"
     if address.is_private:
         return "private"
+    if address.version == 6 and address in _IPV4_COMPATIBLE:
+        return "IPv4-compatible (deprecated, RFC 4291)"
     if not address.is_global:
         return "reserved (not publicly routable)"
     return None

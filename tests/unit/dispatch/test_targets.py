@@ -47,6 +47,10 @@ LOOPBACK = [ip_network("127.0.0.0/8")]
         ("::ffff:127.0.0.1", [], "loopback"),
         ("2002:a01:203::1", [], "private"),  # 6to4 of 10.1.2.3
         ("::ffff:93.184.215.14", [], None),
+        # IPv4-compatible (::/96, deprecated): never public, whatever IPv4 it holds
+        ("::127.0.0.1", [], "IPv4-compatible"),
+        ("::93.184.215.14", [], "IPv4-compatible"),
+        ("::a00:1", [], "IPv4-compatible"),  # ::10.0.0.1
         # an operator's allowed network lets exactly its addresses through
         ("10.20.3.4", LAN, None),
         ("10.21.3.4", LAN, "private"),
