@@ -50,21 +50,49 @@ def format_time(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def _parse_wire_time(value: object) -> object:
-    """Shotline's own wire form (what :func:`format_time` writes, e.g.
-    ``2026-11-25T01:02:03.123456Z``) parsed straight to a datetime in ``datetime.UTC``;
-    anything else is left to pydantic's parser (and its error messages).
+#: RFC 3339 ``date-time`` (section 5.6): a full date, ``T``, a full time with optional
+#: fraction, and a ``Z`` or numeric offset. No space for the ``T``, no missing offset.
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_TIME_EXAMPLE = "e.g. 2026-11-25T01:02:03.123456Z"
 
-    Why: pydantic parses the ``Z`` into a tzinfo of its own, which :func:`_require_utc` then
-    has to convert; that cost a fifth of decoding a detection record, the locator's hottest
-    step after the physics.
+
+def _parse_wire_time(value: object) -> object:
+    """An RFC 3339 date-time string parsed to an aware datetime; a datetime passes through.
+
+    Strict on purpose: a Unix number, a boolean, a space for the ``T`` or a missing offset is
+    an error, not a guess, and so is a fraction finer than a microsecond that is not zero
+    (keeping it would need nanoseconds, cutting it would change the sensor's reading).
+
+    Shotline's own wire form (what :func:`format_time` writes, 27 characters ending in ``Z``)
+    takes a fast path straight to a datetime in ``datetime.UTC``: pydantic's own parser
+    costs a fifth of decoding a detection record, the locator's hottest step after physics.
     """
-    if type(value) is str and len(value) == 27 and value[26] == "Z" and value[10] == "T":
+    if type(value) is str:
+        if len(value) == 27 and value[26] == "Z" and value[10] == "T" and value[19] == ".":
+            try:
+                return datetime.fromisoformat(value)  # ends in Z: tzinfo is datetime.UTC
+            except ValueError:
+                pass  # the slow path below says what is wrong
+        match = _RFC3339.match(value)
+        if match is None:
+            raise ValueError(f"must be an RFC 3339 date-time with a UTC offset, {_TIME_EXAMPLE}")
+        day, clock, fraction, offset = match.groups()
+        fraction = fraction or ""
+        if fraction[6:].strip("0"):
+            raise ValueError(
+                f"has {len(fraction)} fractional digits: Shotline keeps microseconds exactly "
+                "(6 digits) and will not cut finer ones silently"
+            )
+        offset = "+00:00" if offset in ("Z", "z") else offset
         try:
-            return datetime.fromisoformat(value)  # ends in Z: tzinfo is datetime.UTC
-        except ValueError:
-            return value
-    return value
+            return datetime.fromisoformat(f"{day}T{clock}.{fraction[:6]:0<6}{offset}")
+        except ValueError as exc:
+            raise ValueError(f"is not a valid date-time ({exc}), {_TIME_EXAMPLE}") from None
+    if isinstance(value, datetime):
+        return value
+    raise ValueError(f"must be an RFC 3339 date-time string, {_TIME_EXAMPLE}")
 
 
 def _require_utc(value: datetime) -> datetime:
@@ -72,7 +100,11 @@ def _require_utc(value: datetime) -> datetime:
         return value  # already normalised (every instant the services compute)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must carry a UTC offset (RFC 3339), e.g. 2026-11-25T01:02:03.123456Z")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 or 9999-12-31T23:59:59-01:00: no year 0 or 10000 exists
+        raise ValueError("is outside years 1 to 9999 once converted to UTC") from None
 
 
 #: A timezone-aware instant, normalised to UTC, serialised with microseconds kept exactly.
@@ -95,10 +127,14 @@ class WireModel(BaseModel):
 class Position(WireModel):
     """A WGS84 position."""
 
-    lat: float = Field(ge=-90, le=90, description="Latitude, degrees north")
-    lon: float = Field(ge=-180, le=180, description="Longitude, degrees east")
+    lat: float = Field(strict=True, ge=-90, le=90, description="Latitude, degrees north")
+    lon: float = Field(strict=True, ge=-180, le=180, description="Longitude, degrees east")
     alt_m: float = Field(
-        default=0.0, ge=-500, le=9000, description="Height above the WGS84 ellipsoid, metres"
+        default=0.0,
+        strict=True,
+        ge=-500,
+        le=9000,
+        description="Height above the WGS84 ellipsoid, metres",
     )
 
 
@@ -112,29 +148,29 @@ class AcousticFeatures(WireModel):
     """
 
     peak_db: float | None = Field(
-        default=None, ge=0, le=250,
+        default=None, strict=True, ge=0, le=250,
         description="Largest |sample| from the onset to 5 ms after it, in dB SPL by the "
         "sensor's calibration (the SPL of a full-scale sample); a clipped impulse reads full "
         "scale, a lower bound",
     )
     snr_db: float | None = Field(
-        default=None, ge=-50, le=200,
+        default=None, strict=True, ge=-50, le=200,
         description="20·log10 of the high-passed peak (onset to 5 ms after) over the RMS of the "
         "high-passed background before the impulse (loud events excluded), dB",
     )
     rise_time_ms: float | None = Field(
-        default=None, ge=0, le=1000,
+        default=None, strict=True, ge=0, le=1000,
         description="10 % to 90 % rise of the first peak's magnitude on the high-passed signal, "
         "crossings interpolated between samples, ms",
     )
     duration_ms: float | None = Field(
-        default=None, ge=0, le=10000,
+        default=None, strict=True, ge=0, le=10000,
         description="Length of the first pulse (a muzzle blast's N-wave): from the onset to the "
         "second zero crossing of the high-passed signal after the first peak, ms. Not the "
         "energy envelope (a street's reverberation lasts tens to hundreds of ms)",
     )
     spectral_centroid_hz: float | None = Field(
-        default=None, ge=0, le=100000,
+        default=None, strict=True, ge=0, le=100000,
         description="Power-weighted mean frequency of the raw audio from 1 ms before to 9 ms "
         "after the onset, mean removed, Hann-weighted, 0 to Nyquist, Hz",
     )
@@ -156,7 +192,7 @@ class DetectionIn(AcousticFeatures):
         default=None, description="The sensor's own GPS fix, if it reports one"
     )
     temperature_c: float | None = Field(
-        default=None, ge=-60, le=70, description="Air temperature at the sensor, °C"
+        default=None, strict=True, ge=-60, le=70, description="Air temperature at the sensor, °C"
     )
 
     def features(self) -> AcousticFeatures:

@@ -42,12 +42,46 @@ def item(**fields: object) -> dict[str, object]:
         ({"peak_db": -1}, "detections[4].peak_db"),  # negative level
         ({"temperature_c": 99}, "detections[4].temperature_c"),  # not air
         ({"colour": "red"}, "detections[4].colour"),  # unknown field: a typo must not vanish
+        # strict: nothing is coerced into what the sensor did not say
+        ({"position": {"lat": True, "lon": 0}}, "detections[4].position.lat"),  # bool is no number
+        ({"peak_db": "120"}, "detections[4].peak_db"),  # a string is no number
+        ({"arrival_time": 1764032523}, "detections[4].arrival_time"),  # Unix seconds
+        ({"arrival_time": 1764032523.5}, "detections[4].arrival_time"),
+        ({"arrival_time": True}, "detections[4].arrival_time"),
+        ({"arrival_time": "2026-11-25 12:00:00Z"}, "detections[4].arrival_time"),  # space for T
+        ({"arrival_time": "2026-11-25"}, "detections[4].arrival_time"),  # a date only
+        # a nanosecond cannot be kept, so it is refused rather than cut
+        ({"arrival_time": "2026-11-25T12:00:00.123456789Z"}, "detections[4].arrival_time"),
+        # years 1 and 9999 with an offset leave the calendar once converted to UTC
+        ({"arrival_time": "0001-01-01T00:00:00+01:00"}, "detections[4].arrival_time"),
+        ({"arrival_time": "9999-12-31T23:59:59-01:00"}, "detections[4].arrival_time"),
+        ({"arrival_time": "2026-02-30T12:00:00Z"}, "detections[4].arrival_time"),  # no such day
     ],
 )
 def test_each_malformed_field_is_named(fields: dict[str, object], bad_field: str) -> None:
     result = parse_item(item(**fields), 4)
     assert isinstance(result, tuple)
     assert bad_field in [e.field for e in result]
+
+
+@pytest.mark.parametrize(
+    ("text", "instant"),
+    [
+        # RFC 3339 forms that name one microsecond exactly are all read alike
+        ("2026-11-25T12:00:00.123456Z", datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-11-25t12:00:00.123456z", datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-11-25T12:00:00.1Z", datetime(2026, 11, 25, 12, 0, 0, 100000, tzinfo=UTC)),
+        ("2026-11-25T12:00:00Z", datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)),
+        # trailing zeros past the microsecond lose nothing
+        ("2026-11-25T12:00:00.123456000Z", datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-11-25T14:00:00.5+02:00", datetime(2026, 11, 25, 12, 0, 0, 500000, tzinfo=UTC)),
+        ("0001-01-01T00:00:00Z", datetime(1, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_rfc3339_times_are_read_exactly(text: str, instant: datetime) -> None:
+    parsed = parse_item(item(arrival_time=text), 0)
+    assert isinstance(parsed, DetectionIn)
+    assert parsed.arrival_time == instant and parsed.arrival_time.tzinfo is UTC
 
 
 def test_a_non_object_item_is_rejected_as_a_whole() -> None:
