@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 from pydantic import BaseModel
 
 from shared.settings import KafkaConnection
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BrokerUnavailable",
+    "broker_answers",
     "CommitBeforeRevoke",
     "CommitPolicy",
     "DeadLetterBudget",
@@ -85,6 +88,32 @@ async def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
                     "is it running? (KAFKA_BOOTSTRAP_SERVERS)"
                 ) from exc
             await asyncio.sleep(0.05)
+
+
+async def broker_answers(bootstrap: str, timeout_s: float = 1.0) -> None:
+    """Readiness: the first bootstrap server answers a Metadata request within ``timeout_s``.
+
+    A TCP connect is not enough: a frozen or overloaded broker still accepts connections
+    (the kernel completes the handshake) but answers nothing, and a producer sending to it
+    waits. Raises :class:`BrokerUnavailable` naming why.
+    """
+    host, port = _first_host_port(bootstrap)
+    conn = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            conn = await create_conn(
+                host, port, client_id="shotline-readyz", request_timeout_ms=int(timeout_s * 1000)
+            )
+            await conn.send(MetadataRequest([]))  # no topics: the cheapest answer there is
+    except TimeoutError as exc:
+        raise BrokerUnavailable(
+            f"Kafka at {bootstrap} did not answer a metadata request in {timeout_s:g} s"
+        ) from exc
+    except (OSError, KafkaError) as exc:
+        raise BrokerUnavailable(f"Kafka at {bootstrap} unreachable: {exc!r}") from exc
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 def broker_reachable(bootstrap: str, timeout_s: float = 0.5) -> bool:

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from services.ingest import audio
 from services.ingest import metrics as ingest_metrics
+from services.ingest.auth import VerifiedTokens
 from services.ingest.registry import touch_last_seen
 from services.ingest.routes import router
 from services.ingest.settings import IngestSettings
@@ -87,6 +88,9 @@ def create_app(
                 capacity=settings.dedup_capacity,
             ),
             rate_limit=TokenBucket(settings.rate_per_sensor_per_s, settings.rate_burst),
+            tokens=VerifiedTokens(
+                max_age_s=settings.token_cache_s, capacity=settings.token_cache_size
+            ),
         )
         app.state.ingest = state
         flusher = asyncio.create_task(_flush_last_seen(state), name="last-seen")

@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 TOKEN_PREFIX = "shl_"
 
@@ -41,3 +44,44 @@ def bearer_token(authorization: str | None) -> str | None:
 
 def verify(token: str, stored_hash: bytes) -> bool:
     return hmac.compare_digest(hash_token(token), stored_hash)
+
+
+V = TypeVar("V")
+
+
+@dataclass
+class VerifiedTokens(Generic[V]):
+    """Tokens the registry confirmed recently, to answer while the database does not (pure).
+
+    Ingest asks the database on every request, so a revocation or a rotation takes effect on
+    the next request. Only when the database fails to answer is a token looked up here, and
+    only if it was confirmed within ``max_age_s``: a sensor revoked (or a token rotated) just
+    before an outage is still accepted for at most ``max_age_s`` seconds. Holds at most
+    ``capacity`` tokens, the least recently confirmed first out. ``now`` is monotonic seconds.
+    """
+
+    max_age_s: float
+    capacity: int
+    _entries: OrderedDict[bytes, tuple[float, V]] = field(default_factory=OrderedDict)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def confirmed(self, token_hash: bytes, value: V, now: float) -> None:
+        self._entries[token_hash] = (now, value)
+        self._entries.move_to_end(token_hash)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def forget(self, token_hash: bytes) -> None:
+        self._entries.pop(token_hash, None)
+
+    def get(self, token_hash: bytes, now: float) -> V | None:
+        """The value confirmed for this token within ``max_age_s``, else None."""
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        if now - entry[0] > self.max_age_s:
+            del self._entries[token_hash]
+            return None
+        return entry[1]

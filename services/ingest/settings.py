@@ -32,6 +32,32 @@ class IngestSettings(CommonSettings):
         default=5.0, gt=0, le=60, description="Wait this long for Kafka's ack, then answer 503"
     )
     retry_after_s: int = Field(default=2, ge=1, le=600, description="Retry-After on a 503")
+    max_in_flight: int = Field(
+        default=100_000,
+        ge=1,
+        description="Detections handed to Kafka and not yet acknowledged; beyond this a "
+        "request is answered 503 without handing anything over",
+    )
+    db_timeout_s: float = Field(
+        default=1.0, gt=0, le=30, description="Wait this long for a token lookup in PostgreSQL"
+    )
+    token_cache_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="While PostgreSQL does not answer, a token it confirmed within this many "
+        "seconds is still accepted: the longest a revocation just before an outage is ignored "
+        "(0: answer 503 at once)",
+    )
+    token_cache_size: int = Field(
+        default=100_000, ge=1, description="Tokens remembered for a database outage"
+    )
+    readiness_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="/readyz: how long Kafka (a metadata request) and PostgreSQL may take",
+    )
     last_seen_flush_s: float = Field(
         default=5.0, gt=0, description="How often sensors' last-seen times are written"
     )

@@ -14,7 +14,26 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared.schemas import DetectionIn
 
-Status = Literal["accepted", "duplicate", "rejected"]
+#: What a sensor is told about one item of its batch:
+#:
+#: * ``accepted``: Kafka acknowledged it;
+#: * ``duplicate``: ingest already has this (sensor_id, detection_id) with the same content;
+#: * ``conflict``: ingest already has this id with *different* content: the new content is
+#:   dropped (fix the sensor's id scheme; ids must never be reused);
+#: * ``rejected``: invalid (``errors`` name the fields): fix it, then resend;
+#: * ``unknown``: handed to Kafka, not acknowledged in time: it may yet be stored. Resend
+#:   after Retry-After; the answer is then ``duplicate`` if it was stored.
+#: * ``unavailable``: the detection log was unavailable and it was never handed over: it is
+#:   not stored. Resend after Retry-After.
+Status = Literal["accepted", "duplicate", "conflict", "rejected", "unknown", "unavailable"]
+STATUSES: tuple[Status, ...] = (
+    "accepted",
+    "duplicate",
+    "conflict",
+    "rejected",
+    "unknown",
+    "unavailable",
+)
 
 
 @dataclass(frozen=True)
@@ -97,9 +116,19 @@ def check_time_window(
     return None
 
 
+def content_digest(detection: DetectionIn) -> int:
+    """What a repeat of ``detection`` must match to be a ``duplicate`` and not a ``conflict``.
+
+    The hash of every field as parsed (so ``1`` and ``1.0``, or two spellings of one
+    instant, are the same content). Process-local like the memory it is kept in.
+    """
+    return hash(detection)
+
+
 @dataclass
 class RecentDetections:
-    """Which (sensor_id, detection_id) were accepted recently, to answer ``duplicate``.
+    """Which (sensor_id, detection_id) were accepted recently, and the digest of their content,
+    to answer ``duplicate`` (same content) or ``conflict`` (different content).
 
     Bounded two ways: entries older than ``horizon`` (the oldest arrival time ingest still
     accepts, plus a margin) can never be posted again successfully and are dropped; and at most
@@ -109,7 +138,9 @@ class RecentDetections:
 
     horizon: timedelta
     capacity: int
-    _entries: OrderedDict[tuple[str, str], datetime] = field(default_factory=OrderedDict)
+    _entries: OrderedDict[tuple[str, str], tuple[datetime, int]] = field(
+        default_factory=OrderedDict
+    )
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         return key in self._entries
@@ -117,8 +148,13 @@ class RecentDetections:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def remember(self, key: tuple[str, str], now: datetime) -> None:
-        self._entries[key] = now
+    def digest(self, key: tuple[str, str]) -> int | None:
+        """The content digest accepted under ``key``, or None if it is not remembered."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
+
+    def remember(self, key: tuple[str, str], now: datetime, digest: int = 0) -> None:
+        self._entries[key] = (now, digest)
         self._entries.move_to_end(key)
         self.expire(now)
 
@@ -127,7 +163,7 @@ class RecentDetections:
         entries = self._entries
         while entries:
             oldest_key = next(iter(entries))
-            if len(entries) > self.capacity or entries[oldest_key] < cutoff:
+            if len(entries) > self.capacity or entries[oldest_key][0] < cutoff:
                 del entries[oldest_key]
             else:
                 break
