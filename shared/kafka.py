@@ -37,13 +37,13 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BrokerUnavailable",
-    "broker_answers",
     "CommitBeforeRevoke",
     "CommitPolicy",
     "DeadLetterBudget",
     "DeadLetterBudgetExceeded",
     "KafkaError",
     "TopicPartition",
+    "broker_answers",
     "build_consumer",
     "build_producer",
     "dead_letter_topic",

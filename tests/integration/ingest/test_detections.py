@@ -141,6 +141,66 @@ async def test_posting_the_same_detection_twice_is_a_duplicate_and_written_once(
     assert len(await read_topic(kafka_bootstrap, topics.detections, 2, timeout_s=2)) == 1
 
 
+async def test_a_reused_id_with_other_content_is_a_conflict_and_the_new_content_is_dropped(
+    start_ingest, register, client, kafka_bootstrap, topics
+):
+    sensor = await register("s-1")
+    ingest = await start_ingest(clock=FrozenClock(NOW))
+    url = f"{ingest.url}/v1/detections"
+    first = await client.post(
+        url, json={"detections": [detection("s-1", 7, peak_db=120.0)]}, headers=sensor.headers
+    )
+    assert first.json()["results"][0]["status"] == "accepted"
+    # the same content spelled otherwise (an int for the float, another offset) is the same
+    same = detection("s-1", 7, peak_db=120, arrival_time="2026-11-25T02:02:03.123457+01:00")
+    reused = detection("s-1", 7, peak_db=99.0)  # a sensor whose id scheme repeats ids
+    twin = detection("s-1", 8)
+    twin_changed = detection("s-1", 8, snr_db=3.0)
+    answer = await client.post(
+        url, json={"detections": [same, reused, twin, twin_changed]}, headers=sensor.headers
+    )
+    assert answer.status_code == 202
+    assert [r["status"] for r in answer.json()["results"]] == [
+        "duplicate",
+        "conflict",
+        "accepted",
+        "conflict",  # within one batch too
+    ]
+    assert answer.json()["conflict"] == 2
+    on_topic = await read_topic(kafka_bootstrap, topics.detections, 3, timeout_s=2)
+    assert [(r.detection_id, r.features.peak_db) for _, r in on_topic] == [
+        ("s-1-000007", 120.0),
+        ("s-1-000008", None),
+    ]
+    metrics = (await client.get(f"{ingest.url}/metrics")).text
+    assert 'shotline_ingest_detections_total{outcome="conflict"}' in metrics
+
+
+async def test_only_json_is_accepted_other_media_types_are_415(start_ingest, register, client):
+    sensor = await register("s-1")
+    ingest = await start_ingest(clock=FrozenClock(NOW))
+    body = orjson.dumps({"detections": [detection("s-1", 1)]})
+    url = f"{ingest.url}/v1/detections"
+    for content_type in (
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/json; charset=latin-1",
+        "application/jsonx",
+    ):
+        headers = dict(sensor.headers)
+        if content_type is not None:
+            headers["content-type"] = content_type
+        answer = await client.post(url, content=body, headers=headers)
+        assert answer.status_code == 415, content_type
+        assert answer.json()["errors"][0]["field"] == "Content-Type"
+    for content_type in ("application/json", "Application/JSON; charset=UTF-8"):
+        answer = await client.post(
+            url, content=body, headers={**sensor.headers, "content-type": content_type}
+        )
+        assert answer.status_code == 202, content_type
+
+
 async def test_a_request_with_nothing_accepted_is_422_naming_the_field(
     start_ingest, register, client
 ):
