@@ -13,17 +13,27 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import pathlib
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import asyncpg
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from fastapi.security import HTTPBearer
+from fastapi_offline import FastAPIOffline
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.dispatch import clips, store
@@ -33,11 +43,13 @@ from services.dispatch.settings import DispatchSettings
 from services.dispatch.signing import generate_secret
 from services.dispatch.targets import literal_refusal
 from shared.clock import Clock
-from shared.kafka import broker_reachable
+from shared.kafka import BrokerUnavailable, broker_answers
 from shared.metrics import metrics_response
 from shared.schemas import IncidentClass, IncidentEvent, UtcTime
 
-ALERT_SCHEMA_PATH = Path(__file__).with_name("schemas") / "alert.schema.json"
+SCHEMAS_DIR = pathlib.Path(__file__).with_name("schemas")
+ALERT_SCHEMA_PATH = SCHEMAS_DIR / "alert.schema.json"
+EIDO_SCHEMA_PATH = SCHEMAS_DIR / "eido-body.schema.json"
 
 Evidence = Literal["casings", "victim", "witness", "none"]
 Format = Literal["json", "cap", "eido"]
@@ -59,21 +71,72 @@ class ApiState:
 # --------------------------------------------------------------------------------------------
 
 
+#: The largest id PostgreSQL's bigint holds: a larger one in a path or query is a 422.
+MAX_BIGINT = 2**63 - 1
+
+
+def _printable(value: str) -> str:
+    """Refuse control characters (NUL above all: PostgreSQL cannot store it) and lone
+    surrogates (not encodable as UTF-8) in a free string; tab and line breaks are text."""
+    for char in value:
+        code = ord(char)
+        if (code < 0x20 and char not in "\t\n\r") or 0x7F <= code <= 0x9F:
+            raise ValueError(f"must not contain the control character U+{code:04X}")
+        if 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"must not contain the lone surrogate U+{code:04X}")
+    return value
+
+
+def _one_line(value: str) -> str:
+    _printable(value)
+    if any(char in value for char in "\t\n\r"):
+        raise ValueError("must be one line (no tab or line break)")
+    return value
+
+
+#: A free string: printable text, line breaks allowed.
+Text = Annotated[str, AfterValidator(_printable)]
+#: A name, a token, a URL or an id: one line of printable text.
+Line = Annotated[str, AfterValidator(_one_line)]
+#: An id in a path or a query: bounded, one line.
+IdParam = Annotated[str, AfterValidator(_one_line), Field(min_length=1, max_length=200)]
+
+
+def _printable_json(value: Any, path: str = "") -> Any:
+    """Every key and string inside a JSON value is printable (they are stored as JSONB)."""
+    if isinstance(value, str):
+        _printable(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _printable(key)
+            _printable_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            _printable_json(item)
+    return value
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class WebPushKeys(_In):
-    p256dh: str = Field(min_length=16, description="Browser's P-256 public key, base64url")
-    auth: str = Field(min_length=8, description="Browser's auth secret, base64url")
+    p256dh: Line = Field(
+        min_length=16, max_length=200, description="Browser's P-256 public key, base64url"
+    )
+    auth: Line = Field(
+        min_length=8, max_length=200, description="Browser's auth secret, base64url (write-only)"
+    )
 
 
 class WebPushInfo(_In):
     """A browser PushSubscription as ``PushSubscription.toJSON()`` gives it."""
 
-    endpoint: str = Field(description="The push service URL of this browser")
+    endpoint: Line = Field(max_length=2048, description="The push service URL of this browser")
     keys: WebPushKeys
-    expirationTime: float | None = None  # the browser's own field name
+    expirationTime: float | None = Field(  # the browser's own field name
+        default=None, ge=0, le=1e15, description="Milliseconds since 1970, as the browser gives"
+    )
 
     @field_validator("endpoint")
     @classmethod
@@ -82,7 +145,9 @@ class WebPushInfo(_In):
 
 
 class FcmInfo(_In):
-    token: str = Field(min_length=8, max_length=4096, description="FCM registration token")
+    token: Line = Field(
+        min_length=8, max_length=4096, description="FCM registration token (write-only)"
+    )
 
 
 class PushTarget(_In):
@@ -102,6 +167,11 @@ def _check_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError("must be an absolute http(s) URL")
+    try:
+        # what delivery's HTTP client will build: a URL it cannot build could never be sent
+        httpx.Request("POST", value)
+    except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
+        raise ValueError(f"the HTTP client cannot send to it: {exc}") from None
     return value
 
 
@@ -130,12 +200,13 @@ def _refused_targets(
 
 
 def _check_geofence(value: dict[str, Any]) -> dict[str, Any]:
+    _printable_json(value)
     validate_geofence(value)  # raises ValueError naming the problem
     return value
 
 
 class SubscriptionIn(_In):
-    name: str = Field(min_length=1, max_length=200)
+    name: Line = Field(min_length=1, max_length=200)
     channel: Channel
     geofence: dict[str, Any] = Field(
         description="GeoJSON Polygon or MultiPolygon (lon, lat order), WGS84"
@@ -146,7 +217,9 @@ class SubscriptionIn(_In):
     min_probability: float = Field(default=0.5, ge=0, le=1)
     events: list[IncidentEvent] = Field(default=["created", "updated", "cancelled"], min_length=1)
     format: Format = Field(default="json", description="Webhook body format")
-    url: str | None = Field(default=None, description="Webhook URL (webhook channel)")
+    url: Line | None = Field(
+        default=None, max_length=2048, description="Webhook URL (webhook channel)"
+    )
     push: PushTarget | None = Field(default=None, description="Push target (push channel)")
 
     @field_validator("geofence")
@@ -176,26 +249,33 @@ class SubscriptionIn(_In):
         return self
 
 
+def _absent(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # "leave unchanged" is absence, not a null default
+
+
 class SubscriptionPatch(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    geofence: dict[str, Any] | None = None
-    classes: list[IncidentClass] | None = Field(default=None, min_length=1)
-    min_probability: float | None = Field(default=None, ge=0, le=1)
-    events: list[IncidentEvent] | None = Field(default=None, min_length=1)
-    format: Format | None = None
-    url: str | None = None
-    push: PushTarget | None = None
-    status: Literal["active", "disabled"] | None = None
+    """The fields to change. Omit a field to keep it; ``null`` is refused (422): no field
+    of a subscription can be emptied."""
+
+    name: Line = Field(default=None, min_length=1, max_length=200, json_schema_extra=_absent)
+    geofence: dict[str, Any] = Field(default=None, json_schema_extra=_absent)
+    classes: list[IncidentClass] = Field(default=None, min_length=1, json_schema_extra=_absent)
+    min_probability: float = Field(default=None, ge=0, le=1, json_schema_extra=_absent)
+    events: list[IncidentEvent] = Field(default=None, min_length=1, json_schema_extra=_absent)
+    format: Format = Field(default=None, json_schema_extra=_absent)
+    url: Line = Field(default=None, max_length=2048, json_schema_extra=_absent)
+    push: PushTarget = Field(default=None, json_schema_extra=_absent)
+    status: Literal["active", "disabled"] = Field(default=None, json_schema_extra=_absent)
 
     @field_validator("geofence")
     @classmethod
-    def _geofence(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if value is None else _check_geofence(value)
+    def _geofence(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_geofence(value)
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return None if value is None else _check_url(value)
+    def _url(cls, value: str) -> str:
+        return _check_url(value)
 
 
 class RotateIn(_In):
@@ -212,7 +292,7 @@ class OutcomeIn(_In):
     arrival_time: UtcTime | None = Field(default=None, description="First unit on scene")
     evidence: list[Evidence] = Field(min_length=1)
     call_911: bool = Field(description="Whether a 911 call came in for this incident")
-    disposition: str = Field(default="", max_length=10_000)
+    disposition: Text = Field(default="", max_length=10_000)
 
     @model_validator(mode="after")
     def _none_alone(self) -> OutcomeIn:
@@ -225,15 +305,37 @@ class ReplayFilter(_In):
     status: Literal["dead", "failed", "undelivered"] = Field(
         default="undelivered", description="undelivered = dead and failed: all that did not arrive"
     )
-    subscription_id: str | None = None
-    incident_id: str | None = None
+    subscription_id: IdParam | None = None
+    incident_id: IdParam | None = None
     since: UtcTime | None = Field(default=None, description="Created at or after")
     until: UtcTime | None = Field(default=None, description="Created before")
 
 
+MASK = "********"
+
+
+def _masked_push(push: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The push target without its secrets: the Web Push ``keys.auth`` (it lets anyone who
+    holds it, with the endpoint, write to that browser) and the FCM registration token."""
+    if push is None:
+        return None
+    out = json.loads(json.dumps(push))  # a deep copy of plain JSON
+    webpush = out.get("webpush")
+    keys = webpush.get("keys") if isinstance(webpush, dict) else None
+    if isinstance(keys, dict) and "auth" in keys:
+        keys["auth"] = MASK
+    fcm = out.get("fcm")
+    if isinstance(fcm, dict) and "token" in fcm:
+        fcm["token"] = MASK
+    return out
+
+
 def _public(sub: store.SubscriptionRow) -> dict[str, Any]:
-    """A subscription as the API shows it (never with a secret)."""
-    return asdict(sub)
+    """A subscription as the API shows it: never with a secret (the webhook signing secret,
+    the Web Push auth secret, the FCM token are write-only)."""
+    out = asdict(sub)
+    out["push"] = _masked_push(out["push"])
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,7 +347,16 @@ def _state(request: Request) -> ApiState:
     return request.app.state.dispatch  # type: ignore[no-any-return]
 
 
-async def require_admin(request: Request) -> None:
+#: Declares the bearer scheme in the OpenAPI document (Swagger UI's "Authorize" then sends
+#: it); the check itself is :func:`require_admin`'s, so every failure is the same 401.
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="adminToken",
+    description="SHOTLINE_DISPATCH_ADMIN_TOKEN, sent as `Authorization: Bearer <token>`",
+)
+
+
+async def require_admin(request: Request, _: Annotated[Any, Depends(_BEARER)] = None) -> None:
     """401 unless the request carries the admin bearer token."""
     expected = _state(request).settings.admin_token.get_secret_value()
     scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
@@ -258,7 +369,60 @@ async def require_admin(request: Request) -> None:
 
 
 StateDep = Annotated[ApiState, Depends(_state)]
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_admin)])
+SubscriptionId = Annotated[IdParam, Path(description="e.g. sub_3f2a9c0d1e4b5a69")]
+IncidentId = Annotated[IdParam, Path(description="The locator's incident id")]
+DeliveryId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="The input at fault: a body path, a parameter, a header")
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of this API."""
+
+    detail: str
+    errors: list[FieldProblem] = Field(
+        default_factory=list, description="Per input (422: at least one)"
+    )
+
+
+def _error_doc(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error_doc("The request cannot be read (e.g. a body that is not JSON)"),
+    401: _error_doc("Missing or wrong admin bearer token"),
+    404: _error_doc("No such subscription, delivery or incident"),
+    409: _error_doc("The request conflicts with the resource's state"),
+    415: _error_doc("A body that is not application/json"),
+    422: _error_doc("Invalid input; each error names its field"),
+}
+
+
+async def require_json_body(request: Request) -> None:
+    """415 for a body that is not ``application/json`` (a bodiless request passes)."""
+    has_body = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    media = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
+    if has_body and media != "application/json":
+        raise HTTPException(
+            415,
+            {
+                "detail": "the body must be JSON: send Content-Type: application/json",
+                "errors": [{"field": "Content-Type", "reason": "must be application/json"}],
+            },
+        )
+
+
+v1 = APIRouter(
+    prefix="/v1",
+    dependencies=[Depends(require_admin), Depends(require_json_body)],
+    responses=ERROR_RESPONSES,
+)
 
 
 def _not_found(what: str, ident: object) -> HTTPException:
@@ -302,7 +466,7 @@ async def list_subscriptions(
 
 
 @v1.get("/subscriptions/{subscription_id}", tags=["subscriptions"])
-async def get_subscription(subscription_id: str, state: StateDep) -> dict[str, Any]:
+async def get_subscription(subscription_id: SubscriptionId, state: StateDep) -> dict[str, Any]:
     sub = await store.get_subscription(state.pool, subscription_id)
     if sub is None:
         raise _not_found("subscription", subscription_id)
@@ -311,7 +475,7 @@ async def get_subscription(subscription_id: str, state: StateDep) -> dict[str, A
 
 @v1.patch("/subscriptions/{subscription_id}", tags=["subscriptions"])
 async def update_subscription(
-    subscription_id: str, body: SubscriptionPatch, state: StateDep
+    subscription_id: SubscriptionId, body: SubscriptionPatch, state: StateDep
 ) -> dict[str, Any]:
     """Change fields (the channel is fixed); ``status: active`` re-enables a disabled one."""
     current = await store.get_subscription(state.pool, subscription_id)
@@ -351,7 +515,7 @@ async def update_subscription(
 
 
 @v1.post("/subscriptions/{subscription_id}/disable", tags=["subscriptions"])
-async def disable_subscription(subscription_id: str, state: StateDep) -> dict[str, Any]:
+async def disable_subscription(subscription_id: SubscriptionId, state: StateDep) -> dict[str, Any]:
     """Stop alerting this subscriber; its pending deliveries are marked failed."""
     async with state.pool.acquire() as conn, conn.transaction():
         sub = await store.disable_subscription(
@@ -364,14 +528,14 @@ async def disable_subscription(subscription_id: str, state: StateDep) -> dict[st
 
 
 @v1.delete("/subscriptions/{subscription_id}", tags=["subscriptions"])
-async def delete_subscription(subscription_id: str, state: StateDep) -> dict[str, Any]:
+async def delete_subscription(subscription_id: SubscriptionId, state: StateDep) -> dict[str, Any]:
     """Same as disable: rows are kept (deliveries refer to them, for the record)."""
     return await disable_subscription(subscription_id, state)
 
 
 @v1.post("/subscriptions/{subscription_id}/rotate-secret", tags=["subscriptions"])
 async def rotate_secret(
-    subscription_id: str, state: StateDep, body: RotateIn | None = None
+    subscription_id: SubscriptionId, state: StateDep, body: RotateIn | None = None
 ) -> dict[str, Any]:
     """New signing secret (shown only now). The old one keeps signing until ``valid_until``:
     during the overlap every request carries both signatures."""
@@ -399,10 +563,12 @@ async def rotate_secret(
 async def list_deliveries(
     state: StateDep,
     status: DeliveryStatus | None = None,
-    subscription_id: str | None = None,
-    incident_id: str | None = None,
+    subscription_id: Annotated[IdParam | None, Query()] = None,
+    incident_id: Annotated[IdParam | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after_id: Annotated[int, Query(ge=0, description="Page: ids greater than this")] = 0,
+    after_id: Annotated[
+        int, Query(ge=0, le=MAX_BIGINT, description="Page: ids greater than this")
+    ] = 0,
 ) -> list[dict[str, Any]]:
     """Deliveries, oldest first; ``status=undelivered`` lists what did not arrive (failed
     and dead), ``status=dead`` the dead letters alone."""
@@ -417,7 +583,7 @@ async def list_deliveries(
 
 
 @v1.get("/deliveries/{delivery_id}", tags=["deliveries"])
-async def get_delivery(delivery_id: int, state: StateDep) -> dict[str, Any]:
+async def get_delivery(delivery_id: DeliveryId, state: StateDep) -> dict[str, Any]:
     """One delivery with every attempt (start, finish, status code, error, duration)."""
     found = await store.get_delivery(state.pool, delivery_id)
     if found is None:
@@ -441,7 +607,7 @@ async def replay_many(body: ReplayFilter, state: StateDep) -> dict[str, Any]:
 
 
 @v1.post("/deliveries/{delivery_id}/replay", tags=["deliveries"])
-async def replay_one(delivery_id: int, state: StateDep) -> dict[str, Any]:
+async def replay_one(delivery_id: DeliveryId, state: StateDep) -> dict[str, Any]:
     """Send a dead or failed delivery again, with the same webhook-id and body."""
     status = await store.delivery_status(state.pool, delivery_id)
     if status is None:
@@ -462,8 +628,8 @@ async def replay_one(delivery_id: int, state: StateDep) -> dict[str, Any]:
 @v1.get("/incidents", tags=["incidents"])
 async def list_incidents(
     state: StateDep,
-    zone: str | None = None,
-    before: Annotated[datetime | None, Query(description="Shot time before (paging)")] = None,
+    zone: Annotated[IdParam | None, Query()] = None,
+    before: Annotated[UtcTime | None, Query(description="Shot time before (paging)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """Incidents as received, newest shot first."""
@@ -471,7 +637,7 @@ async def list_incidents(
 
 
 @v1.get("/incidents/{incident_id}", tags=["incidents"])
-async def get_incident(incident_id: str, state: StateDep) -> dict[str, Any]:
+async def get_incident(incident_id: IncidentId, state: StateDep) -> dict[str, Any]:
     """The current record, every version as received, every delivery, every outcome."""
     found = await store.get_incident(state.pool, incident_id)
     if found is None:
@@ -481,7 +647,7 @@ async def get_incident(incident_id: str, state: StateDep) -> dict[str, Any]:
 
 
 @v1.post("/incidents/{incident_id}/outcome", status_code=201, tags=["incidents"])
-async def post_outcome(incident_id: str, body: OutcomeIn, state: StateDep) -> dict[str, Any]:
+async def post_outcome(incident_id: IncidentId, body: OutcomeIn, state: StateDep) -> dict[str, Any]:
     """Record what the dispatch centre found; each POST is a new outcome version."""
     row = await store.add_outcome(
         state.pool,
@@ -498,7 +664,7 @@ async def post_outcome(incident_id: str, body: OutcomeIn, state: StateDep) -> di
 
 
 @v1.get("/incidents/{incident_id}/outcome", tags=["incidents"])
-async def get_outcomes(incident_id: str, state: StateDep) -> list[dict[str, Any]]:
+async def get_outcomes(incident_id: IncidentId, state: StateDep) -> list[dict[str, Any]]:
     """Every outcome version of the incident, oldest first."""
     if not await store.incident_exists(state.pool, incident_id):
         raise _not_found("incident", incident_id)
@@ -510,27 +676,134 @@ async def get_outcomes(incident_id: str, state: StateDep) -> list[dict[str, Any]
 # --------------------------------------------------------------------------------------------
 
 
-def _alert_schema() -> dict[str, Any]:
+def _alert_schema(path: pathlib.Path = ALERT_SCHEMA_PATH) -> dict[str, Any]:
     try:
-        return json.loads(ALERT_SCHEMA_PATH.read_text())  # type: ignore[no-any-return]
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
     except FileNotFoundError:
-        return {"type": "object", "description": "Native JSON alert (schema file missing)"}
+        return {"type": "object", "description": f"(schema file {path.name} missing)"}
 
 
-def _openapi_alert_schema(schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The alert's JSON Schema made embeddable: its ``$defs`` become components named
-    ``IncidentAlert_<name>`` and its ``#/$defs/`` references point there."""
-    text = json.dumps(schema).replace('"#/$defs/', '"#/components/schemas/IncidentAlert_')
+def _embeddable(schema: dict[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A JSON Schema made embeddable in the OpenAPI document: its ``$defs`` become
+    components named ``<prefix>_<name>`` and its ``#/$defs/`` references point there."""
+    text = json.dumps(schema).replace('"#/$defs/', f'"#/components/schemas/{prefix}_')
     rewritten = json.loads(text)
     defs = rewritten.pop("$defs", {})
     for key in ("$schema", "$id"):
         rewritten.pop(key, None)
-    return rewritten, {f"IncidentAlert_{name}": value for name, value in defs.items()}
+    return rewritten, {f"{prefix}_{name}": value for name, value in defs.items()}
+
+
+#: The official CAP 1.2 schema (OASIS); a copy ships in the project's tests.
+CAP_XSD_URL = "http://docs.oasis-open.org/emergency/cap/v1.2/CAP-v1.2.xsd"
+
+#: Standard Webhooks headers on every webhook request (see ``signing``).
+WEBHOOK_HEADERS: list[dict[str, Any]] = [
+    {
+        "name": "webhook-id",
+        "in": "header",
+        "required": True,
+        "description": "The message id: the same on every retry and replay of one message; "
+        "drop a message whose id you have already processed",
+        "schema": {"type": "string", "pattern": "^msg_[A-Za-z0-9_-]+$"},
+    },
+    {
+        "name": "webhook-timestamp",
+        "in": "header",
+        "required": True,
+        "description": "Seconds since 1970 (UTC) of this attempt; refuse one far from your "
+        "clock (replay protection)",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    {
+        "name": "webhook-signature",
+        "in": "header",
+        "required": True,
+        "description": "Space-separated `v1,<base64 HMAC-SHA256>` of "
+        "`<webhook-id>.<webhook-timestamp>.<body>` with the subscription's secret; two "
+        "signatures while a rotated secret overlaps",
+        "schema": {"type": "string", "pattern": "^v1,[A-Za-z0-9+/=]+( v1,[A-Za-z0-9+/=]+)*$"},
+    },
+]
+
+
+def _webhook(
+    summary: str, description: str, media_type: str, schema: dict[str, Any], example: str | None
+) -> dict[str, Any]:
+    content: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        content["example"] = example
+    return {
+        "post": {
+            "summary": summary,
+            "description": description,
+            "operationId": "webhook_" + summary.split()[0].lower(),
+            "parameters": WEBHOOK_HEADERS,
+            "requestBody": {"required": True, "content": {media_type: content}},
+            "responses": {
+                "2XX": {"description": "Acknowledged; any other status is retried or fails"}
+            },
+        }
+    }
+
+
+def _examples_dir() -> pathlib.Path:
+    return SCHEMAS_DIR / "examples"
+
+
+def _example_text(name: str) -> str | None:
+    try:
+        return (_examples_dir() / name).read_text()
+    except FileNotFoundError:
+        return None
+
+
+def webhooks_document() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The OpenAPI ``webhooks`` section (one entry per body format) and the components it
+    refers to, built from the same schema files the tests validate real bodies with."""
+    alert, alert_defs = _embeddable(_alert_schema(), "IncidentAlert")
+    eido, eido_defs = _embeddable(_alert_schema(EIDO_SCHEMA_PATH), "EidoAlert")
+    components = {**alert_defs, **eido_defs, "IncidentAlert": alert, "EidoAlert": eido}
+    json_example = _example_text("json-v1-created.json")
+    eido_example = _example_text("eido-v1-created.json")
+    hooks = {
+        "incident-alert": _webhook(
+            "JSON alert (format json)",
+            "What a webhook subscriber with `format: json` receives, signed per Standard Webhooks.",
+            "application/json",
+            {"$ref": "#/components/schemas/IncidentAlert"},
+            None if json_example is None else json.loads(json_example),
+        ),
+        "incident-alert-cap": _webhook(
+            "CAP alert (format cap)",
+            "What a webhook subscriber with `format: cap` receives: one OASIS CAP 1.2 "
+            f"`<alert>` document, valid against the official schema {CAP_XSD_URL}. An "
+            "`Update` or `Cancel` references the earlier messages of the incident that this "
+            "subscriber received.",
+            "application/common-alerting-protocol+xml",
+            {
+                "type": "string",
+                "description": f"A CAP 1.2 alert (XML), valid against {CAP_XSD_URL}",
+                "externalDocs": {"description": "CAP 1.2 XML Schema", "url": CAP_XSD_URL},
+                "xml": {"name": "alert", "namespace": "urn:oasis:names:tc:emergency:cap:1.2"},
+            },
+            _example_text("cap-v1-created.xml"),
+        ),
+        "incident-alert-eido": _webhook(
+            "EIDO alert (format eido)",
+            "What a webhook subscriber with `format: eido` receives: one NENA Emergency "
+            "Incident Data Object in JSON (`application/json`).",
+            "application/json",
+            {"$ref": "#/components/schemas/EidoAlert"},
+            None if eido_example is None else json.loads(eido_example),
+        ),
+    }
+    return hooks, components
 
 
 def create_app(state: ApiState) -> FastAPI:
     """The admin ASGI app over an already connected pool (the service owns its life)."""
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc from files in the package: no CDN
         title="Shotline dispatch",
         version="1.0",
         summary="Subscriptions, delivery records and outcome feedback for gunfire alerts.",
@@ -543,16 +816,22 @@ def create_app(state: ApiState) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "Not ready"}})
     async def readyz() -> JSONResponse:
+        """Ready when PostgreSQL answers a query and Kafka a metadata request, each within
+        ``readiness_timeout_s`` (a frozen broker still accepts TCP connections)."""
+        timeout_s = state.settings.readiness_timeout_s
         checks: dict[str, str] = {}
         try:
-            await asyncio.wait_for(store.ping(state.pool), 2.0)
+            await asyncio.wait_for(store.ping(state.pool), timeout_s)
             checks["database"] = "ok"
-        except Exception as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             checks["database"] = f"unreachable: {exc.__class__.__name__}"
-        ok = await asyncio.to_thread(broker_reachable, state.bootstrap_servers)
-        checks["broker"] = "ok" if ok else "unreachable"
+        try:
+            await broker_answers(state.bootstrap_servers, timeout_s=timeout_s)
+            checks["broker"] = "ok"
+        except BrokerUnavailable:
+            checks["broker"] = "unreachable"
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "checks": checks},
@@ -564,34 +843,16 @@ def create_app(state: ApiState) -> FastAPI:
         body, content_type = metrics_response(dispatch_metrics.REGISTRY)
         return Response(body, media_type=content_type)
 
-    alert_schema, alert_defs = _openapi_alert_schema(_alert_schema())
-
-    @app.webhooks.post("incident-alert")
-    def incident_alert() -> None:
-        """What a webhook subscriber with ``format: json`` receives (Standard Webhooks
-        headers ``webhook-id``, ``webhook-timestamp``, ``webhook-signature``). ``cap`` and
-        ``eido`` subscribers receive the same alert as CAP 1.2 or NENA EIDO XML/JSON."""
-
     original_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         doc = original_openapi()
-        hook = doc.get("webhooks", {}).get("incident-alert", {}).get("post")
-        if hook is not None:
-            components = doc.setdefault("components", {}).setdefault("schemas", {})
-            components.update(alert_defs)
-            components["IncidentAlert"] = alert_schema
-            hook["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/IncidentAlert"}}
-                },
-            }
-            hook["responses"] = {
-                "2XX": {"description": "Acknowledged; any other status is retried or fails"}
-            }
+        hooks, components = webhooks_document()
+        doc["webhooks"] = hooks
+        doc.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        app.openapi_schema = doc
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -608,6 +869,17 @@ def create_app(state: ApiState) -> FastAPI:
                 loc, msg = [head], tail
             errors.append({"field": ".".join(loc) or "body", "reason": msg})
         return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
+
+    @app.exception_handler(asyncpg.DataError)
+    async def _data_error(_: Request, exc: asyncpg.DataError) -> JSONResponse:
+        # The models refuse what PostgreSQL cannot store; this is the net under them.
+        return JSONResponse(
+            {
+                "detail": "invalid request",
+                "errors": [{"field": "request", "reason": f"the database refused a value: {exc}"}],
+            },
+            status_code=422,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -50,6 +50,12 @@ class DispatchSettings(CommonSettings):
     )
     host: str = Field(default="127.0.0.1", description="Admin API listen address")
     port: int = Field(default=8082, ge=0, le=65535, description="Admin API port (0 = any free)")
+    readiness_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="/readyz: how long Kafka (a metadata request) and PostgreSQL may take",
+    )
 
     # --- audio clips in alerts --------------------------------------------------------------
     clip_url_secret: SecretStr | None = Field(

@@ -103,7 +103,6 @@ def test_schema_examples_validate(validator: Draft202012Validator) -> None:
         (("data", "location", "lat"), 91),
         (("data", "location"), {"lat": 1, "lon": 2}),
         (("data", "shot_time"), "2026-11-25 01:02:03"),
-        (("data", "surprise"), 1),
     ],
 )
 def test_schema_rejects_wrong_messages(
@@ -116,6 +115,19 @@ def test_schema_rejects_wrong_messages(
     target[path[-1]] = value
     with pytest.raises(ValidationError):
         validator.validate(doc)
+
+
+@pytest.mark.parametrize("path", [(), ("data",), ("data", "location")])
+def test_schema_accepts_added_fields_as_its_text_promises(
+    validator: Draft202012Validator, path: tuple[str, ...]
+) -> None:
+    # "Later schema versions may add fields: ignore what you do not know."
+    doc = orjson.loads(render("json", make_incident(), "created", sender=SENDER).body)
+    target = doc
+    for key in path:
+        target = target[key]
+    target["added_in_a_later_version"] = {"any": 1}
+    validator.validate(doc)
 
 
 def test_alert_schema_is_the_shipped_file_and_a_private_copy() -> None:
