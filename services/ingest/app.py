@@ -12,15 +12,18 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 
 from services.ingest import audio
 from services.ingest import metrics as ingest_metrics
 from services.ingest.auth import VerifiedTokens
+from services.ingest.docs import COMPONENTS, SECURITY_SCHEMES
 from services.ingest.registry import touch_last_seen
 from services.ingest.routes import router
 from services.ingest.settings import IngestSettings
@@ -106,7 +109,7 @@ def create_app(
             await producer.stop()
             await pool.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc from files in the package: no CDN
         title="Shotline ingest",
         version="1.0",
         summary="Sensors post acoustic detections; each accepted one is durably on Kafka.",
@@ -114,6 +117,19 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(audio.router)
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = original_openapi()
+        components = doc.setdefault("components", {})
+        components.setdefault("schemas", {}).update(COMPONENTS)
+        components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -152,10 +152,11 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
         "key: posting a detection twice never leads to a second incident or alert."
     ),
     openapi_extra={
+        "security": [{"sensorToken": []}],
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": REQUEST_SCHEMA, "examples": BATCH_EXAMPLES}},
-        }
+        },
     },
     responses=ERROR_RESPONSES,
 )

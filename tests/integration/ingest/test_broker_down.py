@@ -18,6 +18,7 @@ from shared.embedded import EmbeddedKafka
 from shared.kafka import ensure_topics
 from tests.integration.ingest.conftest import read_topic
 from tests.integration.ingest.test_detections import detection
+from tests.support.openapi import check_response
 
 
 def _now() -> str:
@@ -59,6 +60,7 @@ async def test_a_paused_broker_gets_unknown_per_item_and_what_landed_is_a_duplic
             assert stalled.headers["retry-after"] == "3"
             assert stalled.json()["accepted"] == 0
             assert _statuses(stalled) == ["unknown", "unknown"]  # not "nothing was accepted"
+            check_response(ingest.app.openapi(), "/v1/detections", "post", 503, stalled.json())
 
             started = time.monotonic()
             ready = await client.get(f"{ingest.url}/readyz")

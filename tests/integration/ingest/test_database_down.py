@@ -14,6 +14,7 @@ from shared.db import migrate
 from shared.embedded import EmbeddedPostgres
 from tests.integration.ingest.conftest import PITTSBURGH, ingest_settings, read_topic
 from tests.integration.ingest.test_detections import detection
+from tests.support.openapi import check_response
 
 
 def _now() -> str:
@@ -57,6 +58,7 @@ async def test_a_stopped_database_is_503_with_retry_after_and_recent_tokens_stil
         assert fresh.status_code == 503, fresh.text  # never confirmed: cannot be judged
         assert fresh.headers["retry-after"] == "4"
         assert "nothing from this request was accepted" in fresh.json()["detail"]
+        check_response(service.app.openapi(), "/v1/detections", "post", 503, fresh.json())
         ready = await client.get(f"{service.url}/readyz")
         assert ready.status_code == 503 and ready.json()["database"] == "unreachable"
 
