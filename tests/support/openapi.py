@@ -35,8 +35,9 @@ def check_document(doc: dict[str, Any]) -> int:
             if isinstance(ref, str):
                 _pointer(doc, ref)
                 count += 1
-            for value in node.values():
-                walk(value)
+            for key, value in node.items():
+                if key != "example":  # literal data, not part of the document's structure
+                    walk(value)
         elif isinstance(node, list):
             for value in node:
                 walk(value)
