@@ -24,6 +24,7 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from fastapi_offline import FastAPIOffline
 from pydantic import (
@@ -582,7 +583,7 @@ async def list_deliveries(
     )
 
 
-@v1.get("/deliveries/{delivery_id}", tags=["deliveries"])
+@v1.get("/deliveries/{delivery_id:int}", tags=["deliveries"])
 async def get_delivery(delivery_id: DeliveryId, state: StateDep) -> dict[str, Any]:
     """One delivery with every attempt (start, finish, status code, error, duration)."""
     found = await store.get_delivery(state.pool, delivery_id)
@@ -606,7 +607,7 @@ async def replay_many(body: ReplayFilter, state: StateDep) -> dict[str, Any]:
     return {"replayed": len(ids), "delivery_ids": ids}
 
 
-@v1.post("/deliveries/{delivery_id}/replay", tags=["deliveries"])
+@v1.post("/deliveries/{delivery_id:int}/replay", tags=["deliveries"])
 async def replay_one(delivery_id: DeliveryId, state: StateDep) -> dict[str, Any]:
     """Send a dead or failed delivery again, with the same webhook-id and body."""
     status = await store.delivery_status(state.pool, delivery_id)
@@ -800,6 +801,17 @@ def webhooks_document() -> tuple[dict[str, Any], dict[str, Any]]:
     return hooks, components
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves on the request's path."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+            methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
 def create_app(state: ApiState) -> FastAPI:
     """The admin ASGI app over an already connected pool (the service owns its life)."""
     app = FastAPIOffline(  # Swagger UI and ReDoc from files in the package: no CDN
@@ -881,8 +893,13 @@ def create_app(state: ApiState) -> FastAPI:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         body = exc.detail if isinstance(exc.detail, dict) else {"detail": exc.detail}
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; one route
+            # per method means Allow must gather them all (RFC 9110 §15.5.6).
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(app, request))}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     return app
