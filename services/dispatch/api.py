@@ -836,7 +836,13 @@ def create_app(state: ApiState) -> FastAPI:
         try:
             await asyncio.wait_for(store.ping(state.pool), timeout_s)
             checks["database"] = "ok"
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.InternalClientError,
+        ) as exc:
             checks["database"] = f"unreachable: {exc.__class__.__name__}"
         try:
             await broker_answers(state.bootstrap_servers, timeout_s=timeout_s)

@@ -70,6 +70,8 @@ _DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    # a connection broken mid-operation, or no server answering as the DSN requires
+    asyncpg.exceptions.InternalClientError,
 )
 
 
