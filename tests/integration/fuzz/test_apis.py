@@ -51,6 +51,7 @@ async def _fuzz(url: str, token: str, report: Path) -> tuple[int, str, list[dict
         str(report),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        cwd=report.parent,  # whatever it writes stays out of the work tree
         env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
     )
     output, _ = await asyncio.wait_for(process.communicate(), 240)

@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.ingest.auth import bearer_token, hash_token, issue_token, verify
+from services.ingest.auth import VerifiedTokens, bearer_token, hash_token, issue_token, verify
 from services.ingest.validation import (
     FieldError,
     RecentDetections,
     TokenBucket,
     check_time_window,
+    content_digest,
     parse_item,
 )
 from shared.schemas import DetectionIn
@@ -147,3 +148,43 @@ def test_tokens_are_random_and_only_their_hash_verifies() -> None:
     assert bearer_token(f"Basic {token}") is None
     assert bearer_token("Bearer short") is None
     assert bearer_token(None) is None
+
+
+def test_recent_detections_keep_the_content_digest_for_conflicts() -> None:
+    recent = RecentDetections(horizon=timedelta(seconds=10), capacity=10)
+    first = parse_item(item(peak_db=120.0), 0)
+    same = parse_item(item(peak_db=120, arrival_time="2026-11-25T13:00:00.000001+01:00"), 0)
+    other = parse_item(item(peak_db=99.0), 0)
+    assert isinstance(first, DetectionIn) and isinstance(same, DetectionIn)
+    assert isinstance(other, DetectionIn)
+    recent.remember(("s1", "d1"), NOW, content_digest(first))
+    assert recent.digest(("s1", "d1")) == content_digest(same)  # same content, spelled otherwise
+    assert recent.digest(("s1", "d1")) != content_digest(other)  # a reused id: conflict
+    assert recent.digest(("s1", "d2")) is None
+
+
+@pytest.mark.parametrize(
+    ("confirmed_at", "asked_at", "served"),
+    [
+        (0.0, 0.0, True),  # just confirmed
+        (0.0, 30.0, True),  # exactly at the bound
+        (0.0, 30.001, False),  # past it: a revocation before the outage now counts
+        (None, 1.0, False),  # never confirmed: cannot be judged without the database
+    ],
+)
+def test_verified_tokens_serve_only_within_their_bound(
+    confirmed_at: float | None, asked_at: float, served: bool
+) -> None:
+    tokens: VerifiedTokens[str] = VerifiedTokens(max_age_s=30.0, capacity=10)
+    if confirmed_at is not None:
+        tokens.confirmed(b"hash", "s1", confirmed_at)
+    assert (tokens.get(b"hash", asked_at) == "s1") is served
+
+
+def test_verified_tokens_are_bounded_and_forgotten() -> None:
+    tokens: VerifiedTokens[str] = VerifiedTokens(max_age_s=30.0, capacity=2)
+    for n, name in enumerate((b"a", b"b", b"c")):
+        tokens.confirmed(name, name.decode(), float(n))
+    assert len(tokens) == 2 and tokens.get(b"a", 3.0) is None  # least recently confirmed out
+    tokens.forget(b"b")  # the database said the token is unknown now
+    assert tokens.get(b"b", 3.0) is None and tokens.get(b"c", 3.0) == "c"
