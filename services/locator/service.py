@@ -65,10 +65,12 @@ from services.locator.settings import LocatorSettings
 from services.locator.warmup import warm_up_kernels
 from shared.clock import Clock, utc_now
 from shared.kafka import (
+    BrokerUnavailable,
     CommitBeforeRevoke,
     CommitPolicy,
     DeadLetterBudget,
     KafkaError,
+    broker_answers,
     build_consumer,
     build_producer,
     dead_letter_topic,
@@ -431,13 +433,22 @@ class LocatorService:
             await self._consumer.start()
             if s.metrics_port >= 0:
                 self._metrics_server = MetricsServer(
-                    s.metrics_host, s.metrics_port, metrics.REGISTRY
+                    s.metrics_host, s.metrics_port, metrics.REGISTRY, ready=self._readiness
                 )
                 self._metrics_server.start()
         except BaseException:
             await self._close_clients()
             raise
         self._task = asyncio.create_task(self._run(), name="locator-consumer")
+
+    def _readiness(self) -> dict[str, str]:
+        """``/readyz`` of the metrics listener (its own thread): Kafka answers a metadata
+        request within a second (a frozen broker still accepts TCP connections)."""
+        try:
+            asyncio.run(broker_answers(self._bootstrap, timeout_s=1.0))
+        except BrokerUnavailable:
+            return {"kafka": "unreachable"}
+        return {"kafka": "ok"}
 
     async def wait(self) -> None:
         """Block until the consumer loop ends; re-raises the error that ended it."""

@@ -146,3 +146,34 @@ async def test_outcomes_are_stored_as_versions_and_returned_as_history(
         ref = body["content"]["application/json"]["schema"]["$ref"]
         assert ref == "#/components/schemas/IncidentAlert"
         assert "data" in doc["components"]["schemas"]["IncidentAlert"]["properties"]
+
+
+async def test_readyz_notices_a_frozen_broker(make_settings, database_url):
+    import os
+    import signal
+
+    from services.dispatch.main import DispatchService
+    from shared.embedded import EmbeddedKafka
+
+    broker = EmbeddedKafka().start()
+    settings = make_settings(
+        consume=False, workers=False, kafka_bootstrap_servers=broker.bootstrap_servers
+    )
+    service = DispatchService(
+        settings, bootstrap_servers=broker.bootstrap_servers, database_url=database_url
+    )
+    try:
+        await service.start()
+        async with admin(service, token=None) as anonymous:
+            assert (await anonymous.get("/readyz")).status_code == 200
+            assert broker.pid is not None
+            os.kill(broker.pid, signal.SIGSTOP)  # still accepts TCP connections
+            try:
+                frozen = await anonymous.get("/readyz")
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+            assert frozen.status_code == 503
+            assert frozen.json()["checks"] == {"database": "ok", "broker": "unreachable"}
+    finally:
+        await service.stop(5)
+        broker.stop()
