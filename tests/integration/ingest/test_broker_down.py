@@ -41,6 +41,7 @@ async def test_a_paused_broker_gets_unknown_per_item_and_what_landed_is_a_duplic
             produce_timeout_s=1.0,
             retry_after_s=3,
             readiness_timeout_s=0.5,
+            max_in_flight=2,
         )
         url = f"{ingest.url}/v1/detections"
         now = _now()
@@ -76,6 +77,17 @@ async def test_a_paused_broker_gets_unknown_per_item_and_what_landed_is_a_duplic
             )
             assert again.status_code == 503
             assert _statuses(again) == ["unknown", "conflict"]
+
+            # Two sends are in flight, the most allowed: a new detection is refused at once
+            # (back-pressure, not an unbounded buffer), and it is known not to be stored.
+            refused = await client.post(
+                url,
+                json={"detections": [detection("s-1", 4, arrival_time=now)]},
+                headers=sensor.headers,
+            )
+            assert refused.status_code == 503
+            assert _statuses(refused) == ["unavailable"]
+            assert "nothing from this request was accepted" in refused.json()["detail"]
         finally:
             os.kill(broker.pid, signal.SIGCONT)
 
