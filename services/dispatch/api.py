@@ -103,7 +103,7 @@ Line = Annotated[str, AfterValidator(_one_line)]
 IdParam = Annotated[str, AfterValidator(_one_line), Field(min_length=1, max_length=200)]
 
 
-def _printable_json(value: Any, path: str = "") -> Any:
+def _printable_json(value: Any) -> Any:
     """Every key and string inside a JSON value is printable (they are stored as JSONB)."""
     if isinstance(value, str):
         _printable(value)
