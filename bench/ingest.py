@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -75,13 +76,19 @@ class RawHttp:
         return status
 
 
+#: Numbers the closed-loop requests of the whole run, so each posts detection ids of its own.
+_REQUESTS = itertools.count()
+
+
 def _body(sensor_id: str, start: int, count: int) -> bytes:
+    """``count`` new detections; ids carry the batch size, so no two phases reuse an id (a
+    reused id with other content is a ``conflict``, not a 202)."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return orjson.dumps(
         {
             "detections": [
                 {
-                    "detection_id": f"{sensor_id}-{start + i}",
+                    "detection_id": f"{sensor_id}-{count}-{start + i}",
                     "sensor_id": sensor_id,
                     "arrival_time": now,
                     "peak_db": 130.0,
@@ -100,7 +107,7 @@ async def closed_loop(
     port: int, tokens: list[tuple[str, str]], per_request: int, seconds: float, connections: int
 ) -> tuple[float, int]:
     """Many connections, each posting back to back. Returns (detections/s, non-202 count)."""
-    counter = iter(range(10**12))
+    counter = _REQUESTS  # shared by every phase: the warm-up's ids are not posted again
     done = 0
     failures = 0
     stop_at = time.perf_counter() + seconds
