@@ -104,16 +104,15 @@ class IngestState:
         topic, key = self.settings.detections_topic, zone.encode()
         fates: dict[Key, Fate] = {item.key: "unavailable" for item in items}
         acks: dict[Key, asyncio.Future[object]] = {}
-        for item in items:
-            try:
-                async with asyncio.timeout_at(deadline):
+        try:
+            async with asyncio.timeout_at(deadline):
+                for item in items:
                     # A send cancelled here was not appended to a batch: nothing to withdraw.
                     ack = await self.producer.send(topic, item.value, key=key)
-            except (TimeoutError, *self.kafka_errors) as exc:
-                self.log.warning("kafka did not take a detection", extra={"error": repr(exc)})
-                break
-            acks[item.key] = ack
-            self._track(item, ack)
+                    acks[item.key] = ack
+                    self._track(item, ack)
+        except (TimeoutError, *self.kafka_errors) as exc:
+            self.log.warning("kafka did not take a detection", extra={"error": repr(exc)})
         pending = [*acks.values(), *(w.ack for w in waits)]
         if pending:
             await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
