@@ -26,6 +26,9 @@ async def test_the_document_is_valid_and_real_answers_match_it(make_settings, se
         assert doc["components"]["securitySchemes"]["adminToken"]["scheme"] == "bearer"
         assert doc["paths"]["/v1/subscriptions"]["get"]["security"] == [{"adminToken": []}]
         assert "HTTPValidationError" not in doc["components"]["schemas"]  # not FastAPI's shape
+        docs_page = (await anonymous.get("/docs")).text
+        assert "/static-offline-docs/swagger-ui-bundle.js" in docs_page  # no CDN
+        assert (await anonymous.get("/static-offline-docs/redoc.standalone.js")).status_code == 200
 
         hook = {"name": "cad", "channel": "webhook", "url": "https://cad.example.org/x"}
         created = await client.post("/v1/subscriptions", json=hook | {"geofence": FENCE})
