@@ -90,7 +90,9 @@ async def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def broker_answers(bootstrap: str, timeout_s: float = 1.0) -> None:
+async def broker_answers(
+    bootstrap: str, timeout_s: float = 1.0, *, connection: KafkaConnection | None = None
+) -> None:
     """Readiness: the first bootstrap server answers a Metadata request within ``timeout_s``.
 
     A TCP connect is not enough: a frozen or overloaded broker still accepts connections
@@ -102,7 +104,11 @@ async def broker_answers(bootstrap: str, timeout_s: float = 1.0) -> None:
     try:
         async with asyncio.timeout(timeout_s):
             conn = await create_conn(
-                host, port, client_id="shotline-readyz", request_timeout_ms=int(timeout_s * 1000)
+                host,
+                port,
+                client_id="shotline-readyz",
+                request_timeout_ms=int(timeout_s * 1000),
+                **(connection or KafkaConnection()).client_options(),
             )
             await conn.send(MetadataRequest([]))  # no topics: the cheapest answer there is
     except TimeoutError as exc:

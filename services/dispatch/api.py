@@ -519,9 +519,7 @@ async def update_subscription(
 async def disable_subscription(subscription_id: SubscriptionId, state: StateDep) -> dict[str, Any]:
     """Stop alerting this subscriber; its pending deliveries are marked failed."""
     async with state.pool.acquire() as conn, conn.transaction():
-        sub = await store.disable_subscription(
-            conn, subscription_id, store.OPERATOR_DISABLED
-        )
+        sub = await store.disable_subscription(conn, subscription_id, store.OPERATOR_DISABLED)
         if sub is None:
             raise _not_found("subscription", subscription_id)
         await store.fail_pending_of(conn, subscription_id, "subscription disabled")
@@ -845,7 +843,11 @@ def create_app(state: ApiState) -> FastAPI:
         ) as exc:
             checks["database"] = f"unreachable: {exc.__class__.__name__}"
         try:
-            await broker_answers(state.bootstrap_servers, timeout_s=timeout_s)
+            await broker_answers(
+                state.bootstrap_servers,
+                timeout_s=timeout_s,
+                connection=state.settings.kafka_connection(),
+            )
             checks["broker"] = "ok"
         except BrokerUnavailable:
             checks["broker"] = "unreachable"

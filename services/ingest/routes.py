@@ -360,7 +360,11 @@ async def readyz(request: Request) -> JSONResponse:
     timeout_s = state.settings.readiness_timeout_s
     checks = {"kafka": "ok", "database": "ok"}
     try:
-        await broker_answers(state.bootstrap_servers, timeout_s=timeout_s)
+        await broker_answers(
+            state.bootstrap_servers,
+            timeout_s=timeout_s,
+            connection=state.settings.kafka_connection(),
+        )
     except BrokerUnavailable:
         checks["kafka"] = "unreachable"
     try:

@@ -445,7 +445,13 @@ class LocatorService:
         """``/readyz`` of the metrics listener (its own thread): Kafka answers a metadata
         request within a second (a frozen broker still accepts TCP connections)."""
         try:
-            asyncio.run(broker_answers(self._bootstrap, timeout_s=1.0))
+            asyncio.run(
+                broker_answers(
+                    self._bootstrap,
+                    timeout_s=1.0,
+                    connection=self.settings.kafka_connection(),
+                )
+            )
         except BrokerUnavailable:
             return {"kafka": "unreachable"}
         return {"kafka": "ok"}
