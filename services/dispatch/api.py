@@ -819,7 +819,8 @@ def create_app(state: ApiState) -> FastAPI:
     )
     app.state.dispatch = state
     app.include_router(v1)
-    app.include_router(clips.router)  # signed, expiring clip links (no admin token)
+    # signed, expiring clip links (no admin token); errors in the API's one shape
+    app.include_router(clips.router, responses=ERROR_RESPONSES)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
