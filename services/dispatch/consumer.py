@@ -18,6 +18,7 @@ import functools
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 
 from services.dispatch import metrics, store
 from services.dispatch.model import Subscription
+from services.dispatch.places import PlaceIndex
 from services.dispatch.routing import GUNFIRE_CLASSES, Told, route, same_shot
 from services.dispatch.settings import DispatchSettings
 from shared.clock import Clock
@@ -150,10 +152,12 @@ class IncidentConsumer:
         bootstrap_servers: str,
         pool: asyncpg.Pool,
         plan: store.Planner,
+        places: PlaceIndex | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.plan = plan
+        self.places = places
         self.same_shot: store.SameShot = functools.partial(
             same_shot,
             window_s=settings.same_shot_window_s,
@@ -230,7 +234,10 @@ class IncidentConsumer:
             metrics.INCIDENTS_CONSUMED.labels("poison").inc()
             log.warning("poison incident sent to the dead-letter topic", extra={"reason": str(exc)})
             return "poison"
-        result = await self._store_with_retry(record, message.partition, message.offset)
+        # The place words are computed here, once per version, and stored with it (see
+        # services.dispatch.places); a redelivered version keeps its first words.
+        place = None if self.places is None else self.places.describe(record)
+        result = await self._store_with_retry(record, message.partition, message.offset, place)
         metrics.INCIDENTS_CONSUMED.labels(result.outcome).inc()
         for planned in result.deliveries:
             metrics.DELIVERIES_CREATED.labels(planned.channel).inc()
@@ -263,7 +270,11 @@ class IncidentConsumer:
         return result.outcome
 
     async def _store_with_retry(
-        self, record: IncidentRecord, partition: int, offset: int
+        self,
+        record: IncidentRecord,
+        partition: int,
+        offset: int,
+        place: dict[str, Any] | None = None,
     ) -> store.StoreResult:
         deadline = time.monotonic() + self.settings.db_retry_deadline_s
         delay = 0.1
@@ -276,6 +287,7 @@ class IncidentConsumer:
                     partition=partition,
                     offset=offset,
                     same_shot=self.same_shot,
+                    place=place,
                 )
             except _TRANSIENT as exc:
                 if isinstance(exc, asyncpg.IntegrityConstraintViolationError):

@@ -47,6 +47,7 @@ import orjson
 from services.dispatch import clips, formats, metrics, slo, store
 from services.dispatch.breaker import CircuitBreaker
 from services.dispatch.formats import cap
+from services.dispatch.gazetteer import Place
 from services.dispatch.model import push_target_from_json
 from services.dispatch.push import HttpRequest, fcm, send, webpush
 from services.dispatch.push.channels import PushChannels
@@ -401,6 +402,7 @@ class DeliveryWorkers:
             audio=await self._clip_links(record) if linked else None,
             message_id=d.webhook_id,
             references=d.references,
+            place=None if d.place is None else Place.from_json(d.place),
         )
         ref = None
         if d.format == "cap":
@@ -563,6 +565,7 @@ class DeliveryWorkers:
         """The exact request of this attempt: the stored body and the webhook-id on every
         attempt (only the signature's timestamp, and push encryption, change)."""
         record = IncidentRecord.model_validate(d.record)
+        place = None if d.place is None else Place.from_json(d.place)
         event = d.event
         if d.channel == "webhook":
             assert d.url is not None
@@ -573,7 +576,7 @@ class DeliveryWorkers:
             return HttpRequest("POST", d.url, headers, d.body)
         assert d.push is not None
         return await self.push.build(
-            push_target_from_json(d.push), record, event, now=now, client=self.http
+            push_target_from_json(d.push), record, event, now=now, client=self.http, place=place
         )
 
     async def _clip_links(self, record: IncidentRecord) -> list[dict[str, str]] | None:

@@ -18,6 +18,7 @@ import uvicorn
 from services.dispatch.api import ApiState, create_app
 from services.dispatch.consumer import IncidentConsumer, make_planner
 from services.dispatch.delivery import DeliveryWorkers
+from services.dispatch.places import PlaceIndex
 from services.dispatch.settings import DispatchSettings
 from shared.clock import Clock, utc_now
 from shared.db import create_pool, migrate_url
@@ -49,6 +50,8 @@ class DispatchService:
         self.consumer: IncidentConsumer | None = None
         self.workers: DeliveryWorkers | None = None
         self._consumer_task: asyncio.Task[None] | None = None
+        self.places = PlaceIndex()
+        self._places_task: asyncio.Task[None] | None = None
         self._server: uvicorn.Server | None = None
         self._server_task: asyncio.Task[None] | None = None
 
@@ -87,11 +90,20 @@ class DispatchService:
                 )
                 await self.workers.start()
             if self.settings.consume:
+                # The city's layers are in memory before the first incident is read.
+                await self.places.refresh(self.pool)
+                self._places_task = asyncio.create_task(
+                    self.places.run(
+                        self.pool, self.database_url, self.settings.places_refresh_s
+                    ),
+                    name="dispatch-places",
+                )
                 self.consumer = IncidentConsumer(
                     self.settings,
                     bootstrap_servers=self.bootstrap_servers,
                     pool=self.pool,
                     plan=make_planner(self.clock),
+                    places=self.places,
                 )
                 await self.consumer.start()
                 self._consumer_task = asyncio.create_task(
@@ -154,6 +166,7 @@ class DispatchService:
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
+        await self._stop_places()
         if self.workers is not None:
             await self.workers.stop(timeout_s / 2)
             self.workers = None
@@ -161,9 +174,20 @@ class DispatchService:
             await asyncio.wait_for(self.pool.close(), timeout_s / 3)
             self.pool = None
 
+    async def _stop_places(self) -> None:
+        if self._places_task is not None:
+            self._places_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._places_task
+            self._places_task = None
+
     async def crash(self) -> None:
         """Tests only: die like a killed process: no offset commit, no claim release."""
-        tasks = [t for t in (self._consumer_task, self._server_task) if t is not None]
+        tasks = [
+            t
+            for t in (self._consumer_task, self._server_task, self._places_task)
+            if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -177,7 +201,7 @@ class DispatchService:
         if self.pool is not None:
             self.pool.terminate()
         self.pool = self.consumer = self.workers = None
-        self._consumer_task = self._server_task = self._server = None
+        self._consumer_task = self._server_task = self._server = self._places_task = None
 
 
 def run(settings: DispatchSettings) -> None:

@@ -94,6 +94,12 @@ class DispatchSettings(CommonSettings):
         "if more) are one shot heard across a zone boundary: a subscriber alerted to one is "
         "not alerted to the other",
     )
+    places_refresh_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Re-read the city's layers and sensors this often, s (a layer load "
+        "refreshes at once by NOTIFY; this catches sensor changes)",
+    )
     dlq_limit: int = Field(default=100, ge=1, description="Poison messages to <topic>.dlq/window")
     dlq_window_s: float = Field(default=60.0, gt=0, description="Dead-letter budget window, s")
     db_retry_deadline_s: float = Field(

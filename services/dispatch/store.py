@@ -291,6 +291,7 @@ async def store_incident(
     partition: int | None = None,
     offset: int | None = None,
     same_shot: SameShot | None = None,
+    place: dict[str, Any] | None = None,
 ) -> StoreResult:
     """Store one incident version and its outbox rows in one transaction (idempotent).
 
@@ -303,6 +304,9 @@ async def store_incident(
     standing sibling are sent one (:func:`_hand_over`). Stores are then serialised across
     instances (a transaction-scoped advisory lock) so that two instances cannot both miss
     each other's incident.
+
+    ``place`` (the version's place words, :mod:`.places`) is stored with the version; a
+    replayed version keeps the words it was first stored with.
     """
     doc = _json(record.model_dump(mode="json"))
     async with pool.acquire() as conn, conn.transaction():
@@ -340,8 +344,9 @@ async def store_incident(
                  RETURNING version),
                ver AS (
                  INSERT INTO dispatch_incident_versions
-                   (incident_id, version, event, record, kafka_partition, kafka_offset)
-                 VALUES ($1, $2, $3, $11::jsonb, $12, $13)
+                   (incident_id, version, event, record, kafka_partition, kafka_offset,
+                    place)
+                 VALUES ($1, $2, $3, $11::jsonb, $12, $13, $14::jsonb)
                  ON CONFLICT (incident_id, version) DO NOTHING
                  RETURNING version)
                SELECT (SELECT version FROM cur) AS current, (SELECT version FROM ver) AS new,
@@ -362,6 +367,7 @@ async def store_incident(
             doc,
             partition,
             offset,
+            None if place is None else _json(place),
         )
         assert row is not None
         if row["new"] is None:
@@ -532,6 +538,7 @@ class ClaimedDelivery:
     references: tuple[str, ...] = ()
     body: bytes | None = None  # as rendered for the first send (None: not rendered yet)
     content_type: str | None = None
+    place: dict[str, Any] | None = None  # the version's place words (None: no layers)
 
 
 @dataclass(frozen=True)
@@ -604,6 +611,7 @@ async def claim_due(
            RETURNING d.delivery_id, d.subscription_id, d.incident_id, d.version, d.generation,
                      d.event, d.channel, d.endpoint, d.webhook_id, d.attempts, d.replay_base,
                      d.created_at, d.first_attempt_at, d.next_attempt_at, v.record::text AS record,
+                     v.place::text AS place,
                      d.body, d.content_type, d.rendered_format, d.rendered_url, d.message_ref,
                      s.status AS sub_status, s.format, s.url, s.push::text AS push, now() AS now,
                      (SELECT json_agg(json_build_object(
@@ -694,6 +702,7 @@ def _decide_claimed(batch: ClaimBatch, r: asyncpg.Record) -> None:
         secrets=list(zip(r["secrets"], r["secrets_until"], strict=True)),
         body=r["body"],
         content_type=r["content_type"],
+        place=_load(r["place"]),
     )
     send = decision.send
     head_sent = send is not None and send.delivery_id == head.delivery_id
@@ -1145,7 +1154,7 @@ async def get_incident(conn: Conn, incident_id: str) -> dict[str, Any] | None:
         return None
     versions = await conn.fetch(
         """SELECT version, event, record::text AS record, kafka_partition, kafka_offset,
-                  consumed_at
+                  consumed_at, place::text AS place
            FROM dispatch_incident_versions WHERE incident_id = $1 ORDER BY version""",
         incident_id,
     )
@@ -1153,7 +1162,10 @@ async def get_incident(conn: Conn, incident_id: str) -> dict[str, Any] | None:
     return {
         **dict(row),
         "record": _load(row["record"]),
-        "versions": [{**dict(v), "record": _load(v["record"])} for v in versions],
+        "versions": [
+            {**dict(v), "record": _load(v["record"]), "place": _load(v["place"])}
+            for v in versions
+        ],
         "deliveries": deliveries,
     }
 

@@ -28,6 +28,10 @@ attempt time). Hence no ``now`` argument: times inside messages come from the in
 * ``event`` ``downgraded``: an incident alerted as gunfire that is now classified as
   something else, while it still matches the subscription (see
   :func:`services.dispatch.routing.delivery_event`) - said loudly in every format.
+* ``place`` is the version's place words (:class:`~services.dispatch.gazetteer.Place`, stored
+  with the version): the native JSON ``place`` object, CAP ``<areaDesc>`` text and one
+  ``<geocode>`` per area layer, an EIDO civic address and cross streets. ``None`` (no city
+  layer loaded) renders exactly what was rendered before places existed.
 
 Raises ``ValueError`` for an unknown format/event, an empty sender, or a ``previous`` that is
 not an earlier version of the same incident.
@@ -38,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, get_args
 
+from services.dispatch.gazetteer import Place
 from services.dispatch.model import DELIVERY_EVENTS, DeliveryEvent
 from shared.schemas import IncidentRecord
 
@@ -78,6 +83,7 @@ def render(
     audio: list[dict[str, str]] | None = None,
     message_id: str | None = None,
     references: Sequence[str] = (),
+    place: Place | None = None,
 ) -> RenderedBody:
     """Render one alert message in ``fmt`` (see the module docstring for the contract).
     ``audio`` (clip links, services/dispatch/clips.py) is carried by JSON and CAP."""
@@ -94,6 +100,8 @@ def render(
     extra: dict[str, Any] = {}
     if fmt in ("json", "cap") and audio:
         extra["audio"] = audio
+    if place is not None:
+        extra["place"] = place
     if fmt == "cap":
         extra["message_id"] = message_id
         extra["references"] = references

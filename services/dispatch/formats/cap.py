@@ -14,7 +14,11 @@ Mapping of an incident version to one ``<alert>``:
 * ``scope`` Restricted (public-safety dispatch), ``category`` Security, ``urgency``
   Immediate (Past for a cancel), ``severity`` from the class, ``certainty`` from the gunfire
   probability, ``eventCode`` APCO (``SHOOT``...), ``onset`` the first shot;
-* one ``area`` with a ``circle`` ``"lat,lon radius_km"`` = the 95 % error circle.
+* one ``area`` with a ``circle`` ``"lat,lon radius_km"`` = the 95 % error circle; with a
+  place, its ``areaDesc`` leads with the place words (nearest address, intersection, areas,
+  coverage) and a ``geocode`` pair per area layer (``valueName`` the layer, ``value`` the
+  area's name), plus ``parameter`` s ``nearestAddress`` / ``nearestIntersection`` /
+  ``outsideCoverage``.
 
 CAP's date-time admits no ``Z`` and no fractional seconds: times are written
 ``YYYY-MM-DDThh:mm:ss-00:00`` (UTC), truncated to the second; the exact times are kept in
@@ -28,6 +32,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from services.dispatch.formats import RenderedBody
+from services.dispatch.gazetteer import Place
 from shared.schemas import IncidentRecord, format_time
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
@@ -127,6 +132,33 @@ def _description(incident: IncidentRecord, event: str, previous: IncidentRecord 
     return text
 
 
+def area_desc(place: Place) -> str:
+    """``142 Main St, 18 m NE; near Main St & 2nd Ave; beat 12, district 3``."""
+    parts = []
+    if place.outside_coverage:
+        parts.append("OUTSIDE ARRAY COVERAGE")
+    if place.address is not None:
+        parts.append(place.address.text)
+    if place.intersection is not None:
+        parts.append(f"near {place.intersection.text}")
+    if place.areas:
+        parts.append(place.areas_text)
+    return "; ".join(parts) or "no address, street or area near the located shots"
+
+
+def _place_parameters(place: Place | None) -> list[tuple[str, str]]:
+    if place is None:
+        return []
+    out = []
+    if place.address is not None:
+        out.append(("nearestAddress", place.address.text))
+    if place.intersection is not None:
+        out.append(("nearestIntersection", place.intersection.text))
+    if place.outside_coverage is not None:
+        out.append(("outsideCoverage", "true" if place.outside_coverage else "false"))
+    return out
+
+
 def render(
     incident: IncidentRecord,
     event: str,
@@ -136,6 +168,7 @@ def render(
     audio: list[dict[str, str]] | None = None,
     message_id: str | None = None,
     references: Sequence[str] = (),
+    place: Place | None = None,
 ) -> RenderedBody:
     """One CAP 1.2 ``<alert>`` (UTF-8 XML with declaration). See the module docstring.
     ``audio``: clip links (services/dispatch/clips.py), one ``<resource>`` each (CAP's own
@@ -193,6 +226,8 @@ def render(
         ("detectionReceivedAt", format_time(incident.first_detection_received_at)),
     ):
         _pair(info, "parameter", name, value)
+    for name, value in _place_parameters(place):
+        _pair(info, "parameter", name, value)
     for clip in audio or []:
         resource = _sub(info, "resource")
         _sub(resource, "resourceDesc",
@@ -201,8 +236,11 @@ def render(
         _sub(resource, "mimeType", "audio/wav")
         _sub(resource, "uri", clip["url"])
     area = _sub(info, "area")
-    _sub(area, "areaDesc", f"95 % confidence circle of the located shots, zone {incident.zone}")
+    circle_text = f"95 % confidence circle of the located shots, zone {incident.zone}"
+    _sub(area, "areaDesc", circle_text if place is None else f"{area_desc(place)}; {circle_text}")
     _sub(area, "circle", f"{loc.lat:.6f},{loc.lon:.6f} {loc.radius95_m / 1000.0:.4f}")
+    for named in () if place is None else place.areas:
+        _pair(area, "geocode", named.layer, named.name)
 
     # default_namespace keeps the document as CAP receivers expect it: <alert xmlns="...">
     body = ET.tostring(alert, encoding="utf-8", xml_declaration=True, default_namespace=CAP_NS)

@@ -11,18 +11,28 @@ One EIDO per incident version, issued by this Shotline installation (``sender``)
   GML ``Circle`` (RFC 5491) - centre ``lat lon`` and 95 % radius in metres - with the
   confidence (RFC 7459) and ``Triangulation`` as method;
 * ``notesComponent``: a one-paragraph human summary (HTML).
+
+With a place (:class:`~services.dispatch.gazetteer.Place`) the location component also
+carries the nearest address point as a civic address (RFC 5139 ``civicAddress``: ``HNO`` /
+``HNS`` / ``RD`` / ``UNIT`` / ``A3`` / ``PC``) in a second PIDF-LO device (``Derived``: it is
+the nearest known address, not the shots' position, so it is not mixed into the circle's
+location-info), the nearest intersection's streets as ``crossStreetByValue`` /
+``intersectingStreetByValue`` (PIDF-LO civic ``RD``), and the place words, areas and coverage
+in ``locationDescriptionText``.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 import orjson
 
 from services.dispatch.formats import RenderedBody
 from services.dispatch.formats.cap import APCO_CODES, EVENT_NAMES
+from services.dispatch.gazetteer import NearestAddress, Place
 from shared.schemas import IncidentRecord, format_time
 
 CONTENT_TYPE = "application/json"
@@ -40,10 +50,66 @@ def uid(kind: str, local: str, sender: str) -> str:
     return f"urn:emergency:uid:{kind}:{local}:{domain_of(sender)}"
 
 
-def pidf_lo(incident: IncidentRecord, sender: str) -> str:
-    """The incident location as a PIDF-LO ``<presence>`` document (UTF-8 XML string)."""
+_CIVIC_NS = "urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr"
+_HOUSE_NUMBER = re.compile(r"^\s*(\d+)\s*(.*?)\s*$")
+
+
+def civic_address(address: NearestAddress) -> str:
+    """RFC 5139 ``<civicAddress>`` of an address point (elements with a value only)."""
+    match = _HOUSE_NUMBER.match(address.number)
+    number, suffix = (match.group(1), match.group(2)) if match else (address.number, "")
+    parts = [
+        ("A3", address.city),
+        ("RD", address.street),
+        ("HNO", number),
+        ("HNS", suffix),
+        ("UNIT", address.unit),
+        ("PC", address.postcode),
+    ]
+    inner = "".join(f"<{tag}>{escape(value)}</{tag}>" for tag, value in parts if value)
+    return f'<civicAddress xmlns="{_CIVIC_NS}">{inner}</civicAddress>'
+
+
+def _presence(entity: str, devices: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<presence xmlns="urn:ietf:params:xml:ns:pidf"'
+        ' xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model"'
+        ' xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10"'
+        f" entity={entity}>{devices}</presence>"
+    )
+
+
+def street_pidf_lo(incident: IncidentRecord, sender: str, street: str) -> str:
+    """A street as a PIDF-LO civic location (for cross / intersecting street fields)."""
+    entity = quoteattr(f"pres:{incident.incident_id}@{domain_of(sender)}")
+    return _presence(
+        entity,
+        '<dm:device id="street"><gp:geopriv><gp:location-info>'
+        f'<civicAddress xmlns="{_CIVIC_NS}"><RD>{escape(street)}</RD></civicAddress>'
+        "</gp:location-info><gp:usage-rules/><gp:method>Derived</gp:method>"
+        "</gp:geopriv></dm:device>",
+    )
+
+
+def pidf_lo(incident: IncidentRecord, sender: str, place: Place | None = None) -> str:
+    """The incident location as a PIDF-LO ``<presence>`` document (UTF-8 XML string); with
+    a place's address, a second device holds it as a civic address."""
     loc = incident.location
     entity = quoteattr(f"pres:{incident.incident_id}@{domain_of(sender)}")
+    address = ""
+    if place is not None and place.address is not None:
+        address = (
+            '<dm:device id="nearest-address">'
+            "<gp:geopriv><gp:location-info>"
+            f"{civic_address(place.address)}"
+            "</gp:location-info>"
+            "<gp:usage-rules/>"
+            "<gp:method>Derived</gp:method>"
+            "</gp:geopriv>"
+            f"<dm:timestamp>{format_time(incident.shot_time)}</dm:timestamp>"
+            "</dm:device>"
+        )
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
         '<presence xmlns="urn:ietf:params:xml:ns:pidf"'
@@ -66,6 +132,7 @@ def pidf_lo(incident: IncidentRecord, sender: str) -> str:
         "</gp:geopriv>"
         f"<dm:timestamp>{format_time(incident.shot_time)}</dm:timestamp>"
         "</dm:device>"
+        f"{address}"
         "</presence>"
     )
 
@@ -76,8 +143,30 @@ _PREFIXES = {
 }
 
 
+def _location_description(place: Place | None) -> str:
+    circle = "95 % confidence circle of the located shots"
+    if place is None:
+        return circle
+    words = []
+    if place.outside_coverage:
+        words.append("OUTSIDE ARRAY COVERAGE")
+    if place.address is not None:
+        a = place.address
+        words.append(f"{round(a.distance_m)} m {a.compass} of {a.label}")
+    if place.intersection is not None:
+        words.append(f"nearest intersection {place.intersection.text}")
+    if place.areas:
+        words.append(place.areas_text)
+    return "; ".join([circle, *words])
+
+
 def eido_document(
-    incident: IncidentRecord, event: str, *, sender: str, previous: IncidentRecord | None
+    incident: IncidentRecord,
+    event: str,
+    *,
+    sender: str,
+    previous: IncidentRecord | None,
+    place: Place | None = None,
 ) -> dict[str, Any]:
     """The EIDO as a JSON-ready dict (what :func:`render` serialises)."""
     stamp = format_time(incident.published_at)
@@ -105,7 +194,18 @@ def eido_document(
         f"version {incident.version}"
         + (f" (previous {previous.version})" if previous is not None else "")
         + "."
+        + (f" Place: {place.text}." if place is not None and place.text else "")
     )
+    location = {
+        **prologue(location_uid),
+        "locationTypeDescriptionRegistryText": "Incident",
+        "locationByValue": pidf_lo(incident, sender, place),
+        "locationDescriptionText": _location_description(place),
+    }
+    if place is not None and place.intersection is not None:
+        first, second = place.intersection.streets
+        location["crossStreetByValue"] = [street_pidf_lo(incident, sender, first)]
+        location["intersectingStreetByValue"] = [street_pidf_lo(incident, sender, second)]
     return {
         **prologue(incident_uid),
         "eidoVersion": EIDO_VERSION,
@@ -128,14 +228,7 @@ def eido_document(
             "locationReference": [{"$ref": location_uid}],
             "notesReference": [{"$ref": notes_uid}],
         },
-        "locationComponent": [
-            {
-                **prologue(location_uid),
-                "locationTypeDescriptionRegistryText": "Incident",
-                "locationByValue": pidf_lo(incident, sender),
-                "locationDescriptionText": "95 % confidence circle of the located shots",
-            }
-        ],
+        "locationComponent": [location],
         "notesComponent": [
             {**prologue(notes_uid), "notesActionComments": f"<p>{html.escape(summary)}</p>"}
         ],
@@ -149,7 +242,8 @@ def render(
     *,
     sender: str,
     previous: IncidentRecord | None = None,
+    place: Place | None = None,
 ) -> RenderedBody:
     """Serialise :func:`eido_document` (compact UTF-8 JSON)."""
-    doc = eido_document(incident, event, sender=sender, previous=previous)
+    doc = eido_document(incident, event, sender=sender, previous=previous, place=place)
     return RenderedBody(CONTENT_TYPE, orjson.dumps(doc))

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from services.dispatch.formats import RenderedBody
+from services.dispatch.gazetteer import Place
 from shared.schemas import IncidentRecord, format_time
 
 CONTENT_TYPE = "application/json"
@@ -48,10 +49,12 @@ def alert_document(
     sender: str,
     previous: IncidentRecord | None,
     audio: list[dict[str, str]] | None = None,
+    place: Place | None = None,
 ) -> dict[str, Any]:
     """The alert as a JSON-ready dict (what :func:`render` serialises). ``audio``: signed,
     expiring links to the clips of the sensors that located it (services/dispatch/clips.py);
-    the key is present only when there is at least one."""
+    the key is present only when there is at least one. ``data.place`` only when there is
+    a place."""
     loc = incident.location
     location: dict[str, Any] = {"lat": loc.lat, "lon": loc.lon, "radius95_m": loc.radius95_m}
     if loc.semi_major_m is not None and loc.semi_minor_m is not None:
@@ -84,6 +87,8 @@ def alert_document(
     }
     if audio:
         doc["data"]["audio"] = audio
+    if place is not None:
+        doc["data"]["place"] = place.as_json()
     return doc
 
 
@@ -94,7 +99,10 @@ def render(
     sender: str,
     previous: IncidentRecord | None = None,
     audio: list[dict[str, str]] | None = None,
+    place: Place | None = None,
 ) -> RenderedBody:
     """Serialise :func:`alert_document` (compact UTF-8 JSON)."""
-    doc = alert_document(incident, event, sender=sender, previous=previous, audio=audio)
+    doc = alert_document(
+        incident, event, sender=sender, previous=previous, audio=audio, place=place
+    )
     return RenderedBody(CONTENT_TYPE, orjson.dumps(doc))

@@ -7,10 +7,11 @@ such request over an ``httpx.AsyncClient`` and maps what happened to a retry
 then use the channel's policy (:func:`retry_policy`).
 
 Push messages are short. The visible text says what and when - class, rounds, zone, shot
-time - with no location or address wording (we have no street address, raw coordinates mean
-nothing on a lock screen, and a lock screen is not the place for an incident position) and
-nothing that depends on the officer's distance (their position is unknown to us). The
-position with its 95 % radius travels in ``data`` for the app to put on a map.
+time - and, when the city's layers are loaded, the short address line of the version's place
+("142 Main St, 18 m NE · near Main St & 2nd Ave"): words an officer can drive to, where raw
+coordinates would mean nothing on a lock screen. Nothing depends on the officer's distance
+(their position is unknown to us). The position with its 95 % radius travels in ``data`` for
+the app to put on a map (with the address line as ``address``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Literal
 import httpx
 
 from services.dispatch.formats.cap import EVENT_NAMES
+from services.dispatch.gazetteer import Place
 from services.dispatch.retry import (
     AttemptOutcome,
     HttpResponse,
@@ -58,7 +60,9 @@ class PushMessage:
     tag: str
 
 
-def push_message(incident: IncidentRecord, event: str) -> PushMessage:
+def push_message(
+    incident: IncidentRecord, event: str, place: Place | None = None
+) -> PushMessage:
     """The notification of one incident version for an officer (``event`` as delivered)."""
     loc = incident.location
     name = EVENT_NAMES[incident.classification]
@@ -74,7 +78,10 @@ def push_message(incident: IncidentRecord, event: str) -> PushMessage:
     else:
         title = f"{name.upper()}: {rounds}"
     shot = incident.shot_time.strftime("%H:%M:%S UTC")
-    body = f"Zone {incident.zone} · shot at {shot} · open for the map"
+    if place is not None and place.text:
+        body = f"{place.text} · zone {incident.zone} · shot at {shot}"
+    else:
+        body = f"Zone {incident.zone} · shot at {shot} · open for the map"
     data = {
         "incident_id": incident.incident_id,
         "version": str(incident.version),
@@ -87,6 +94,8 @@ def push_message(incident: IncidentRecord, event: str) -> PushMessage:
         "radius95_m": f"{loc.radius95_m:.1f}",
         "shot_time": format_time(incident.shot_time),
     }
+    if place is not None and place.text:
+        data["address"] = place.text
     return PushMessage(title=title, body=body, data=data, tag=incident.incident_id)
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import httpx
 
+from services.dispatch.gazetteer import Place
 from services.dispatch.model import FcmTarget, PushTarget, WebPushTarget
 from services.dispatch.push import HttpRequest, push_message, retry_policy
 from services.dispatch.push.fcm import DEFAULT_BASE_URL, ServiceAccount, TokenSource
@@ -51,6 +52,7 @@ class PushChannels:
         *,
         now: datetime,
         client: httpx.AsyncClient,
+        place: Place | None = None,
     ) -> HttpRequest:
         """The request of one push attempt.
 
@@ -59,7 +61,7 @@ class PushChannels:
         or the target is unusable, and :class:`~services.dispatch.push.fcm.TokenError`
         (carrying an attempt outcome for the retry policy) if the token endpoint fails.
         """
-        message = push_message(incident, event)
+        message = push_message(incident, event, place)
         if isinstance(target, WebPushTarget):
             if self.vapid is None:
                 raise ValueError("Web Push is not configured (no VAPID key)")
