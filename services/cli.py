@@ -39,12 +39,16 @@ app.add_typer(sensors_app, name="sensors")
 
 def _mount_service_apps() -> None:
     from services.dispatch.cli import app as dispatch_app
+    from services.dispatch.geocli import addresses_app, areas_app, streets_app
     from services.locator.cli import app as locator_app
     from services.sensor.cli import sensor
 
     app.add_typer(locator_app, name="locator")
     app.add_typer(dispatch_app, name="dispatch")
     app.command("sensor")(operator_errors(sensor))
+    app.add_typer(areas_app, name="areas")
+    app.add_typer(addresses_app, name="addresses")
+    app.add_typer(streets_app, name="streets")
 
 
 _mount_service_apps()

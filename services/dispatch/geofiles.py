@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import shapely
@@ -53,8 +53,9 @@ class AddressColumns:
     lat: str = "lat"
 
 
-@dataclass(frozen=True)
-class AddressRow:
+class AddressRow(NamedTuple):
+    """One address point (a tuple: hundreds of thousands are held while a file is read)."""
+
     number: str
     street: str
     unit: str

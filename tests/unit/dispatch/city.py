@@ -10,9 +10,12 @@ wide, -500..500 north); district D1 covers the south half only. Zone z1's sensor
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
+import orjson
 import shapely
+import shapely.geometry
 
 from services.dispatch.gazetteer import AddressPoints, Area, Layers, Street
 from shared.geo import LocalFrame
@@ -86,3 +89,49 @@ def layers(version: str = "city-1") -> Layers:
         sensors=SENSORS,
         version=version,
     )
+
+
+def feature_collection(features: Iterable[tuple[dict[str, object], shapely.Geometry]]) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "FeatureCollection",
+            "features": [
+                {"type": "Feature", "properties": props, "geometry": shapely.geometry.mapping(g)}
+                for props, g in features
+            ],
+        }
+    )
+
+
+def write_files(folder: Path) -> dict[str, Path]:
+    """The city as a city publishes it: beats.geojson (BEAT), districts.geojson (DIST_NAME,
+    with a population), streets.geojson (FULL_NAME, plus one unnamed alley) and
+    addresses.csv (HOUSE_NO, ST_NAME + ST_TYPE, APT, MUNI, ZIP, X, Y)."""
+    paths = {
+        name: folder / name
+        for name in ("beats.geojson", "districts.geojson", "streets.geojson", "addresses.csv")
+    }
+    paths["beats.geojson"].write_bytes(
+        feature_collection(({"BEAT": n}, g) for layer, n, g in AREAS if layer == "beat")
+    )
+    paths["districts.geojson"].write_bytes(
+        feature_collection(
+            ({"DIST_NAME": n, "population": 12000}, g)
+            for layer, n, g in AREAS
+            if layer == "district"
+        )
+    )
+    alley = line((-100, -100), (-100, -50))
+    paths["streets.geojson"].write_bytes(
+        feature_collection(
+            [*(({"FULL_NAME": n}, g) for n, g in STREETS), ({"FULL_NAME": ""}, alley)]
+        )
+    )
+    lines = ["HOUSE_NO,ST_NAME,ST_TYPE,APT,MUNI,ZIP,X,Y"]
+    for number, street, unit, east, north in ADDRESSES:
+        lat, lon = lat_lon(east, north)
+        name, kind = street.rsplit(" ", 1)
+        lines.append(f"{number},{name},{kind},{unit},Pittsburgh,15213,{lon!r},{lat!r}")
+    lines.append("99,,,,Pittsburgh,15213,,")  # no street, no position: skipped
+    paths["addresses.csv"].write_text("\n".join(lines) + "\n")
+    return paths
