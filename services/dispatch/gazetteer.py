@@ -372,8 +372,14 @@ class Gazetteer:
         parts, owner = shapely.get_parts(
             np.array([s.geometry for s in named], dtype=object), return_index=True
         )
-        self._street_parts = parts
         self._part_owner = owner
+        # The parts in a metric plane (equirectangular at the streets' mean latitude: enough
+        # to tell which of two streets through one node is nearer), for naming the nearer first
+        _, south, _, north = shapely.total_bounds(parts)
+        self._plane_scale = math.cos(math.radians((south + north) / 2))
+        self._street_parts_plane = shapely.transform(
+            parts, lambda c: c * np.array([self._plane_scale, 1.0])
+        )
         name_ids = {n: i for i, n in enumerate(sorted(set(self._street_names)))}
         part_name = np.array([name_ids[self._street_names[o]] for o in owner])
         left, right = STRtree(parts).query(parts, predicate="intersects")
@@ -442,11 +448,9 @@ class Gazetteer:
         tree = self._address_tree
         if tree is None:
             return None
-        nearest, index = tree.query(here)
+        best, ties = _nearest_with_ties(tree, here)
         a = self._addresses
-        best = int(index)
-        ties = tree.query_ball_point(here, float(nearest) + TIE_M)
-        if len(ties) > 1:
+        if ties:
             best = min(
                 ties,
                 key=lambda i: _address_order(
@@ -473,21 +477,16 @@ class Gazetteer:
         tree = self._node_tree
         if tree is None:
             return None
-        nearest, index = tree.query(here)
-        best = int(index)
-        ties = tree.query_ball_point(here, float(nearest) + TIE_M)
-        if len(ties) > 1:
+        best, ties = _nearest_with_ties(tree, here)
+        if ties:
             best = min(ties, key=lambda i: self._node_names[i])
-        # Name the street nearer the located point first (in a local metric plane).
-        point = shapely.Point(lon * math.cos(math.radians(lat)), lat)
+        # Name the street nearer the located point first.
+        segments = self._node_segments[best]
+        point = shapely.Point(lon * self._plane_scale, lat)
+        distances = shapely.distance(point, self._street_parts_plane[list(segments)]).tolist()
         per_name: dict[str, float] = {}
-        for seg in self._node_segments[best]:
-            part = self._street_parts[seg]
+        for seg, d in zip(segments, distances, strict=True):
             name = self._street_names[self._part_owner[seg]]
-            scaled = shapely.transform(
-                part, lambda c: c * np.array([math.cos(math.radians(lat)), 1.0])
-            )
-            d = float(shapely.distance(point, scaled))
             per_name[name] = min(d, per_name.get(name, math.inf))
         first, second = sorted(per_name, key=lambda n: (per_name[n], n))[:2]
         x, y = self._node_lonlat[best]
@@ -504,6 +503,18 @@ class Gazetteer:
             return None
         east, north, _ = coverage.frame.to_enu(float(lat), float(lon))
         return not coverage.polygon.covers(shapely.Point(float(east), float(north)))
+
+
+def _nearest_with_ties(tree: cKDTree, here: NDArray[np.float64]) -> tuple[int, list[int]]:
+    """The nearest point's index, and every index as near within :data:`TIE_M` when there
+    is more than one (else an empty list): one query in the common case."""
+    if tree.n < 2:
+        return 0, []
+    distances, indices = tree.query(here, k=2)
+    if distances[1] - distances[0] > TIE_M:
+        return int(indices[0]), []
+    ties = tree.query_ball_point(here, float(distances[0]) + TIE_M)
+    return int(indices[0]), sorted(ties)
 
 
 def layers_version(parts: Sequence[tuple[str, str, int]], sensors_signature: str) -> str:
