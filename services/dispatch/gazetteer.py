@@ -468,7 +468,7 @@ class Gazetteer:
             lat=at_lat,
             lon=at_lon,
             distance_m=round(float(np.linalg.norm(delta)), 1),
-            bearing_deg=round(_bearing_deg(at_lat, at_lon, delta), 1),
+            bearing_deg=round(_bearing_deg(at_lat, at_lon, delta), 1) % 360.0,
         )
 
     def _nearest_intersection(
