@@ -76,6 +76,9 @@ class DemoReceiver:
         if alert.get("audio"):  # links to the clips of the sensors that located it
             line += f"  {len(alert['audio'])} clips"
         self.console.print(line, soft_wrap=True, highlight=False)
+        place = alert.get("place")
+        if isinstance(place, dict) and place.get("text"):  # the city's layers are loaded
+            self.console.print(f"      {place['text']}", highlight=False, markup=False)
 
     @property
     def url(self) -> str:
