@@ -147,3 +147,14 @@ SUPERSEDED = Counter(
     "than one sent, after a cancel, or re-planned after a subscription change",
     registry=REGISTRY,
 )
+PLACES_REFRESHES = Counter(
+    "shotline_dispatch_places_refreshes_total",
+    "Rebuilds of the in-memory place index from the city's layers, by result (a failed one "
+    "leaves the previous index answering)",
+    ["result"],  # rebuilt, failed
+)
+PLACES_LOOKUP = Histogram(
+    "shotline_dispatch_places_lookup_seconds",
+    "Time to name one incident version's place (areas, nearest address and intersection)",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+)

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import asyncpg
 
-from services.dispatch import geostore
+from services.dispatch import geostore, metrics
 from services.dispatch.gazetteer import Gazetteer, Layers
 from shared.schemas import IncidentRecord
 
@@ -41,8 +42,13 @@ class PlaceIndex:
 
     def describe(self, record: IncidentRecord) -> dict[str, Any] | None:
         """The place JSON of an incident version (None when no city layer is loaded)."""
+        started = time.perf_counter()
         place = self.gazetteer.describe(record.location.lat, record.location.lon, record.zone)
-        return None if place is None else place.as_json()
+        if place is None:
+            return None
+        words = place.as_json()
+        metrics.PLACES_LOOKUP.observe(time.perf_counter() - started)
+        return words
 
     async def refresh(self, pool: asyncpg.Pool) -> bool:
         """Rebuild if the layers or sensors changed; True if a new index was swapped in."""
@@ -52,6 +58,7 @@ class PlaceIndex:
             layers = await geostore.read_layers(pool)
             built = await asyncio.to_thread(Gazetteer.build, layers)
             self.gazetteer = built  # one assignment: readers see the old or the new index
+            metrics.PLACES_REFRESHES.labels("rebuilt").inc()
             log.info(
                 "place index rebuilt",
                 extra={
@@ -66,7 +73,10 @@ class PlaceIndex:
 
     async def run(self, pool: asyncpg.Pool, database_url: str, interval_s: float) -> None:
         """Refresh on every layer load's NOTIFY, and every ``interval_s``; until cancelled.
-        A database error is logged and retried at the next tick (lookups keep answering)."""
+
+        A failed refresh (database down, a layer that cannot be indexed) is logged with its
+        traceback, counted, and tried again at the next tick; meanwhile the previous index
+        keeps answering, since alerts must not stop for a layer."""
         listener: asyncpg.Connection | None = None
         try:
             while True:
@@ -74,8 +84,9 @@ class PlaceIndex:
                     listener = await self._listen(database_url)
                 try:
                     await self.refresh(pool)
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                    log.warning("place index refresh failed; retrying", exc_info=True)
+                except Exception:
+                    metrics.PLACES_REFRESHES.labels("failed").inc()
+                    log.exception("place index refresh failed; the previous index answers")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), interval_s)
                 self._wake.clear()

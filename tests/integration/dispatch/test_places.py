@@ -4,6 +4,7 @@ the alerts dispatch sends; reloads take no downtime and never change a stored ve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import sys
@@ -14,7 +15,7 @@ import numpy as np
 import orjson
 import pytest
 
-from services.dispatch import formats, geofiles, geostore
+from services.dispatch import formats, geofiles, geostore, metrics
 from services.dispatch.places import PlaceIndex
 from tests.integration.dispatch.helpers import admin, eventually, incident, square
 from tests.unit.dispatch import city
@@ -247,3 +248,42 @@ async def test_without_layers_alerts_are_as_before(
         assert {r.body for r in received} == expected
         stored = (await client.get(f"/v1/incidents/{record.incident_id}")).json()
         assert stored["versions"][0]["place"] is None
+
+
+async def test_a_layer_that_cannot_be_indexed_leaves_the_previous_index_answering(
+    database_url: str, tmp_path: Path
+) -> None:
+    await _load_city(database_url, tmp_path)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    index = PlaceIndex()
+    runner = asyncio.create_task(index.run(pool, database_url, interval_s=0.05))
+    try:
+        await eventually(_has_version(index), what="the first index")
+        good = index.version
+        failures = metrics.PLACES_REFRESHES.labels("failed")._value.get()
+        # a hand-edited row that is no geometry, in a layer whose version moves
+        await pool.execute("UPDATE geo_areas SET geometry = '\\x00'::bytea WHERE layer = 'beat'")
+        await pool.execute(
+            "UPDATE geo_layers SET version = nextval('geo_layer_version') WHERE layer = 'beat'"
+        )
+
+        async def failed() -> bool:
+            return metrics.PLACES_REFRESHES.labels("failed")._value.get() > failures
+
+        await eventually(failed, what="a failed refresh")
+        assert not runner.done()  # the refresher lives on, and the old index answers
+        assert index.version == good
+        place = index.gazetteer.describe(*city.lat_lon(30, 5), "z1")
+        assert place is not None and place.areas_text == "beat B"
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        await pool.close()
+
+
+def _has_version(index: PlaceIndex):
+    async def check() -> bool:
+        return index.version != ""
+
+    return check
