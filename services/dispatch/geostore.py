@@ -4,8 +4,9 @@
   its version): readers see the old layer or the new one, never a mix, and nothing waits
   for the load (plain ``DELETE``, no ``TRUNCATE`` lock). It ends with a ``NOTIFY`` on
   :data:`NOTIFY_CHANNEL` so running dispatch instances rebuild their index at once.
-* :func:`read_layers` reads every layer and the zones' active sensors in one
-  repeatable-read snapshot, with the version naming that snapshot.
+* :func:`read_layer_rows` reads every layer and the zones' active sensors in one
+  repeatable-read snapshot, with the version naming that snapshot; :func:`to_layers` turns
+  them into the gazetteer's input (:func:`read_layers` does both).
 
 Raises asyncpg errors on database failures.
 """
@@ -114,10 +115,7 @@ async def replace_addresses(
         layer,
         source,
         ["number", "street", "unit", "city", "postcode", "lon", "lat"],
-        (
-            (layer, r.number, r.street, r.unit, r.city, r.postcode, r.lon, r.lat)
-            for r in rows
-        ),
+        ((layer, r.number, r.street, r.unit, r.city, r.postcode, r.lon, r.lat) for r in rows),
     )
 
 
@@ -154,30 +152,45 @@ async def signature(conn: Conn) -> str:
     return layers_version([(r["kind"], r["layer"], r["version"]) for r in rows], sensors)
 
 
-async def read_layers(pool: asyncpg.Pool) -> Layers:
+@dataclass(frozen=True)
+class LayerRows:
+    """The rows :func:`read_layer_rows` read, before any conversion (see :func:`to_layers`)."""
+
+    version: str
+    areas: list[asyncpg.Record]
+    streets: list[asyncpg.Record]
+    addresses: list[asyncpg.Record]
+    sensors: list[asyncpg.Record]
+
+
+async def read_layer_rows(pool: asyncpg.Pool) -> LayerRows:
     """Every loaded layer and every zone's active sensors, from one snapshot."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        version = await signature(conn)
-        area_rows = await conn.fetch(
-            "SELECT layer, name, geometry FROM geo_areas ORDER BY layer, name"
+        return LayerRows(
+            version=await signature(conn),
+            areas=await conn.fetch(
+                "SELECT layer, name, geometry FROM geo_areas ORDER BY layer, name"
+            ),
+            streets=await conn.fetch("SELECT name, geometry FROM geo_streets"),
+            addresses=await conn.fetch(
+                "SELECT number, street, unit, city, postcode, lat, lon FROM geo_address_points"
+            ),
+            sensors=await conn.fetch(
+                "SELECT zone, lat, lon FROM sensors WHERE status = 'active' ORDER BY sensor_id"
+            ),
         )
-        street_rows = await conn.fetch("SELECT name, geometry FROM geo_streets")
-        address_rows = await conn.fetch(
-            "SELECT number, street, unit, city, postcode, lat, lon FROM geo_address_points"
-        )
-        sensor_rows = await conn.fetch(
-            "SELECT zone, lat, lon FROM sensors WHERE status = 'active' ORDER BY sensor_id"
-        )
-    area_geoms = shapely.from_wkb([r["geometry"] for r in area_rows])
-    street_geoms = shapely.from_wkb([r["geometry"] for r in street_rows])
+
+
+def to_layers(rows: LayerRows) -> Layers:
+    """The rows as :class:`Layers` (CPU work: run it off the event loop for big layers)."""
+    area_geoms = shapely.from_wkb([r["geometry"] for r in rows.areas])
+    street_geoms = shapely.from_wkb([r["geometry"] for r in rows.streets])
     sensors: dict[str, list[tuple[float, float]]] = {}
-    for r in sensor_rows:
+    for r in rows.sensors:
         sensors.setdefault(r["zone"], []).append((r["lat"], r["lon"]))
-    columns = list(zip(*address_rows, strict=True)) if address_rows else [[]] * 7
+    columns = list(zip(*rows.addresses, strict=True)) if rows.addresses else [[]] * 7
     return Layers(
-        areas=[
-            Area(r["layer"], r["name"], g) for r, g in zip(area_rows, area_geoms, strict=True)
-        ],
+        areas=[Area(r["layer"], r["name"], g) for r, g in zip(rows.areas, area_geoms, strict=True)],
         addresses=AddressPoints(
             number=list(columns[0]),
             street=list(columns[1]),
@@ -187,7 +200,12 @@ async def read_layers(pool: asyncpg.Pool) -> Layers:
             lat=np.asarray(columns[5], dtype=float),
             lon=np.asarray(columns[6], dtype=float),
         ),
-        streets=[Street(r["name"], g) for r, g in zip(street_rows, street_geoms, strict=True)],
+        streets=[Street(r["name"], g) for r, g in zip(rows.streets, street_geoms, strict=True)],
         sensors=sensors,
-        version=version,
+        version=rows.version,
     )
+
+
+async def read_layers(pool: asyncpg.Pool) -> Layers:
+    """Every loaded layer and every zone's active sensors, from one snapshot."""
+    return to_layers(await read_layer_rows(pool))

@@ -30,6 +30,11 @@ from shared.schemas import IncidentRecord
 log = logging.getLogger("shotline.dispatch.places")
 
 
+def _build(rows: geostore.LayerRows) -> tuple[Layers, Gazetteer]:
+    layers = geostore.to_layers(rows)
+    return layers, Gazetteer.build(layers)
+
+
 class PlaceIndex:
     def __init__(self) -> None:
         self.gazetteer = Gazetteer(Layers())
@@ -55,8 +60,10 @@ class PlaceIndex:
         async with self._lock:
             if await geostore.signature(pool) == self.gazetteer.version:
                 return False
-            layers = await geostore.read_layers(pool)
-            built = await asyncio.to_thread(Gazetteer.build, layers)
+            rows = await geostore.read_layer_rows(pool)
+            # Converting and indexing hundreds of thousands of rows is CPU work: a thread,
+            # so the event loop (and the lookups on it) keeps running meanwhile.
+            layers, built = await asyncio.to_thread(_build, rows)
             self.gazetteer = built  # one assignment: readers see the old or the new index
             metrics.PLACES_REFRESHES.labels("rebuilt").inc()
             log.info(
