@@ -58,13 +58,13 @@ def civic_address(address: NearestAddress) -> str:
     """RFC 5139 ``<civicAddress>`` of an address point (elements with a value only)."""
     match = _HOUSE_NUMBER.match(address.number)
     number, suffix = (match.group(1), match.group(2)) if match else (address.number, "")
-    parts = [
+    parts = [  # in the order RFC 5139's schema sequence requires
         ("A3", address.city),
         ("RD", address.street),
         ("HNO", number),
         ("HNS", suffix),
-        ("UNIT", address.unit),
         ("PC", address.postcode),
+        ("UNIT", address.unit),
     ]
     inner = "".join(f"<{tag}>{escape(value)}</{tag}>" for tag, value in parts if value)
     return f'<civicAddress xmlns="{_CIVIC_NS}">{inner}</civicAddress>'

@@ -113,14 +113,15 @@ def test_eido_location_has_the_civic_address_and_validates(place: Place) -> None
         assert "crossStreetByValue" not in location
     else:
         assert civic is not None
-        assert {el.tag.removeprefix(CIVIC): el.text for el in civic} == {
-            "A3": "Pittsburgh",
-            "RD": "O'Hara & Main St",
-            "HNO": "142",
-            "HNS": "B",
-            "UNIT": "4",
-            "PC": "15213",
-        }
+        # RFC 5139's schema is a sequence: the order is part of validity
+        assert [(el.tag.removeprefix(CIVIC), el.text) for el in civic] == [
+            ("A3", "Pittsburgh"),
+            ("RD", "O'Hara & Main St"),
+            ("HNO", "142"),
+            ("HNS", "B"),
+            ("PC", "15213"),
+            ("UNIT", "4"),
+        ]
         cross = ET.fromstring(location["crossStreetByValue"][0])
         other = ET.fromstring(location["intersectingStreetByValue"][0])
         assert cross.findtext(f".//{CIVIC}RD") == "O'Hara & Main St"
