@@ -467,7 +467,7 @@ class Gazetteer:
             postcode=a.postcode[best],
             lat=at_lat,
             lon=at_lon,
-            distance_m=round(float(np.linalg.norm(delta)), 1),
+            distance_m=round(math.hypot(*delta.tolist()), 1),
             bearing_deg=round(_bearing_deg(at_lat, at_lon, delta), 1) % 360.0,
         )
 
@@ -494,15 +494,16 @@ class Gazetteer:
             streets=(first, second),
             lat=round(y, 7),
             lon=round(x, 7),
-            distance_m=round(float(np.linalg.norm(here - tree.data[best])), 1),
+            distance_m=round(math.hypot(*(here - tree.data[best]).tolist()), 1),
         )
 
     def outside_coverage(self, lat: float, lon: float, zone: str | None) -> bool | None:
         coverage = self._coverage.get(zone) if zone is not None else None
         if coverage is None:
             return None
-        east, north, _ = coverage.frame.to_enu(float(lat), float(lon))
-        return not coverage.polygon.covers(shapely.Point(float(east), float(north)))
+        east, north, _ = coverage.frame.to_enu(float(lat), float(lon)).tolist()
+        # a point intersects a polygon iff the polygon covers it (boundary included)
+        return not bool(shapely.intersects_xy(coverage.polygon, east, north))
 
 
 def _nearest_with_ties(tree: cKDTree, here: NDArray[np.float64]) -> tuple[int, list[int]]:
