@@ -17,7 +17,9 @@ import pytest
 
 from services.dispatch import formats, geofiles, geostore, metrics
 from services.dispatch.places import PlaceIndex
+from services.dispatch.push.webpush import generate_vapid_private_key
 from tests.integration.dispatch.helpers import admin, eventually, incident, square
+from tests.support.push_receivers import FcmReceiver, WebPushReceiver, running
 from tests.unit.dispatch import city
 
 CLI = [sys.executable, "-c", "from services.cli import app; app()"]
@@ -287,3 +289,37 @@ def _has_version(index: PlaceIndex):
         return index.version != ""
 
     return check
+
+
+async def test_officers_phones_show_the_short_address_line(
+    make_settings, services, publish, database_url, tmp_path
+) -> None:
+    await _load_city(database_url, tmp_path)
+    with running(WebPushReceiver(), FcmReceiver()) as (push_service, fcm_service):
+        settings = make_settings(
+            vapid_private_key=generate_vapid_private_key(),
+            vapid_subject="mailto:ops@shotline.test",
+            fcm_service_account=orjson.dumps(fcm_service.service_account()).decode(),
+            fcm_base_url=fcm_service.base_url,
+        )
+        service = await services(settings)
+        browser = push_service.subscribe()
+        phone = fcm_service.register_device()
+        async with admin(service) as client:
+            for target in ({"webpush": browser.as_json()}, {"fcm": {"token": phone.token}}):
+                response = await client.post(
+                    "/v1/subscriptions",
+                    json={"name": "officer", "channel": "push", "push": target,
+                          "geofence": square(-79.99, 40.44)},
+                )  # fmt: skip
+                assert response.status_code == 201, response.text
+            await publish(incident(*city.lat_lon(30, 5)))
+            await push_service.until(1)
+            await fcm_service.until(1)
+    line = "10 Main St, 21 m W · near Main St & 2nd Ave"
+    pushed = push_service.received[0].json()  # decrypted with the browser's keys
+    assert pushed["body"].startswith(f"{line} · zone z1 · shot at ")
+    assert pushed["data"]["address"] == line
+    notification = fcm_service.received[0].message
+    assert notification["notification"]["body"].startswith(line)
+    assert notification["data"]["address"] == line
