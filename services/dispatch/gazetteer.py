@@ -249,9 +249,7 @@ class Place:
             areas=tuple(AreaName(a["layer"], a["name"]) for a in value.get("areas", ())),
             address=None
             if address is None
-            else NearestAddress(
-                **{k: address[k] for k in NearestAddress.__dataclass_fields__}
-            ),
+            else NearestAddress(**{k: address[k] for k in NearestAddress.__dataclass_fields__}),
             intersection=None
             if crossing is None
             else NearestIntersection(
@@ -286,7 +284,8 @@ def _bearing_deg(from_lat: float, from_lon: float, delta_ecef: NDArray[np.float6
     dx, dy, dz = (float(v) for v in delta_ecef)
     east = -math.sin(lam) * dx + math.cos(lam) * dy
     north = (
-        -math.sin(phi) * math.cos(lam) * dx - math.sin(phi) * math.sin(lam) * dy
+        -math.sin(phi) * math.cos(lam) * dx
+        - math.sin(phi) * math.sin(lam) * dy
         + math.cos(phi) * dz
     )
     return math.degrees(math.atan2(east, north)) % 360.0
@@ -402,9 +401,7 @@ class Gazetteer:
             (x, y), segs = nodes[key]
             self._node_lonlat.append((x, y))
             self._node_segments.append(tuple(sorted(segs)))
-            self._node_names.append(
-                tuple(sorted({self._street_names[owner[s]] for s in segs}))
-            )
+            self._node_names.append(tuple(sorted({self._street_names[owner[s]] for s in segs})))
         lonlat = np.array(self._node_lonlat)
         self._node_tree = cKDTree(geodetic_to_ecef(lonlat[:, 1], lonlat[:, 0]))
 

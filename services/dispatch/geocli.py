@@ -178,15 +178,25 @@ def addresses_load(
     )
     if not columns.street:
         raise fail("--street must name at least one column")
-    report = geofiles.AddressReport()
     started = time.monotonic()
-    # The rows are parsed before the database is touched: a bad row names its line and
-    # leaves the loaded layer as it was.
-    rows = list(geofiles.read_addresses(path, columns, report))
-    count = _with_pool(lambda pool: geostore.replace_addresses(pool, layer, rows, source=path.name))
+    # A bad row names its line (or feature) and leaves the loaded layer as it was.
+    if geofiles.is_csv(path):
+        loaded = _with_pool(
+            lambda pool: geostore.replace_addresses_csv(
+                pool, layer, path, columns, source=path.name
+            )
+        )
+        count, skipped = loaded.kept, loaded.skipped
+    else:
+        report = geofiles.AddressReport()
+        rows = list(geofiles.read_addresses(path, columns, report))
+        count = _with_pool(
+            lambda pool: geostore.replace_addresses(pool, layer, rows, source=path.name)
+        )
+        skipped = report.skipped
     _loaded("address", layer, count, started)
-    if report.skipped:
-        err.print(f"{report.skipped} row(s) skipped: blank street or position")
+    if skipped:
+        err.print(f"{skipped} row(s) skipped: blank street or position")
 
 
 @addresses_app.command("list")

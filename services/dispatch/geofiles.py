@@ -2,7 +2,8 @@
 
 * Areas and street centrelines: GeoJSON ``FeatureCollection`` s (RFC 7946, lon/lat), one
   property naming each feature.
-* Address points: CSV (a header row) or GeoJSON ``Point`` features, with a column mapping
+* Address points: CSV (a header row; its rows are parsed by PostgreSQL's ``COPY``, see
+  :func:`csv_header`) or GeoJSON ``Point`` features, with a column mapping
   (:class:`AddressColumns`) because every city names its columns differently.
 
 Every problem is a ``ValueError`` naming the file, the feature or line, and the field.
@@ -206,77 +207,55 @@ def _check_columns(path: Path, present: Iterable[str], columns: AddressColumns) 
         )
 
 
+def is_csv(path: Path) -> bool:
+    """CSV unless the name says GeoJSON (``.geojson`` / ``.json``)."""
+    return path.suffix.lower() not in (".geojson", ".json")
+
+
+def csv_header(path: Path, columns: AddressColumns) -> list[str]:
+    """The header row of an address CSV, checked against the mapping (ValueError naming
+    what is missing). The rows themselves are parsed by PostgreSQL's ``COPY``
+    (:func:`services.dispatch.geostore.replace_addresses_csv`)."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        header = next(csv.reader(handle), None)
+    if not header:
+        raise ValueError(f"{path}: empty CSV (a header row is needed)")
+    if len(set(header)) != len(header):
+        raise ValueError(f"{path}: the header names a column twice")
+    _check_columns(path, [*header, columns.lon, columns.lat], columns)
+    for needed in (columns.lon, columns.lat):
+        if needed not in header:
+            raise ValueError(f"{path}: no column {needed!r} (map it with --lon/--lat)")
+    return header
+
+
+def check_coordinates(lon: str, lat: str, columns: AddressColumns, where: str) -> None:
+    """Raise the ValueError that names the bad coordinate of a row (no-op if both are good)."""
+    _coordinate(lon, columns.lon, -180, 180, where)
+    _coordinate(lat, columns.lat, -90, 90, where)
+
+
 def read_addresses(
     path: Path, columns: AddressColumns, report: AddressReport | None = None
 ) -> Iterator[AddressRow]:
-    """Address rows from a CSV (by header names) or a GeoJSON of Points (by property names;
-    the position from the geometry unless ``lon``/``lat`` properties are mapped and present).
-    A row with a blank street or position is skipped (counted in ``report``)."""
+    """Address rows from a GeoJSON of Points, by property names (the position from the
+    geometry unless ``lon``/``lat`` properties are mapped and present). A row with a blank
+    street or position is skipped (counted in ``report``)."""
     report = report if report is not None else AddressReport()
-    if path.suffix.lower() in (".geojson", ".json"):
-        features = _features(path)
-        records = []
-        for i, feature in enumerate(features):
-            where = f"{path}: feature {i}"
-            props = dict(feature.get("properties") or {})
-            geometry = feature.get("geometry") or {}
-            if (
-                columns.lon not in props
-                and isinstance(geometry, dict)
-                and geometry.get("type") == "Point"
-            ):
-                coords = geometry.get("coordinates") or [None, None]
-                props[columns.lon], props[columns.lat] = coords[0], coords[1]
-            records.append((where, props))
-        if features:
-            _check_columns(path, records[0][1].keys(), columns)
-        yield from _rows_of(records, columns, report)
-        return
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path}: empty CSV (a header row is needed)")
-        _check_columns(path, [*header, columns.lon, columns.lat], columns)
-        for needed in (columns.lon, columns.lat):
-            if needed not in header:
-                raise ValueError(f"{path}: no column {needed!r} (map it with --lon/--lat)")
-        yield from _csv_rows(path, reader, header, columns, report)
-
-
-def _csv_rows(
-    path: Path,
-    reader: Any,
-    header: list[str],
-    columns: AddressColumns,
-    report: AddressReport,
-) -> Iterator[AddressRow]:
-    """The CSV rows by column index (a dict per row would double the time of a big file)."""
-    index = {name: i for i, name in enumerate(header)}
-    width = len(header)
-    streets = [index[c] for c in columns.street]
-    optional = [
-        index.get(c) if c is not None else None
-        for c in (columns.unit, columns.city, columns.postcode)
-    ]
-    i_number, i_lon, i_lat = index[columns.number], index[columns.lon], index[columns.lat]
-    for row in reader:
-        if len(row) < width:
-            row = row + [""] * (width - len(row))
-        street = " ".join(p for p in (row[i].strip() for i in streets) if p)
-        lon_raw, lat_raw = row[i_lon].strip(), row[i_lat].strip()
-        if not street or not lon_raw or not lat_raw:
-            report.skipped += 1
-            continue
-        try:
-            lon, lat = float(lon_raw), float(lat_raw)
-            in_range = -180 <= lon <= 180 and -90 <= lat <= 90  # False for NaN too
-        except ValueError:
-            in_range = False
-        if not in_range:  # say which column of which line
-            where = f"{path}: line {reader.line_num}"
-            _coordinate(lon_raw, columns.lon, -180, 180, where)
-            _coordinate(lat_raw, columns.lat, -90, 90, where)
-        report.kept += 1
-        unit, city, postcode = ("" if i is None else row[i].strip() for i in optional)
-        yield AddressRow(row[i_number].strip(), street, unit, city, postcode, lon, lat)
+    features = _features(path)
+    records = []
+    for i, feature in enumerate(features):
+        where = f"{path}: feature {i}"
+        props = dict(feature.get("properties") or {})
+        geometry = feature.get("geometry") or {}
+        if (
+            columns.lon not in props
+            and isinstance(geometry, dict)
+            and geometry.get("type") == "Point"
+        ):
+            coords = geometry.get("coordinates") or [None, None]
+            props[columns.lon], props[columns.lat] = coords[0], coords[1]
+        records.append((where, props))
+    if features:
+        _check_columns(path, records[0][1].keys(), columns)
+    yield from _rows_of(records, columns, report)

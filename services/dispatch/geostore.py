@@ -13,9 +13,10 @@ Raises asyncpg errors on database failures.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 import asyncpg
@@ -23,8 +24,9 @@ import numpy as np
 import orjson
 import shapely
 
+from services.dispatch import geofiles
 from services.dispatch.gazetteer import AddressPoints, Area, Layers, Street, layers_version
-from services.dispatch.geofiles import AddressRow, AreaFeature, StreetFeature
+from services.dispatch.geofiles import AddressColumns, AddressRow, AreaFeature, StreetFeature
 
 LayerKind = Literal["area", "address", "street"]
 NOTIFY_CHANNEL = "shotline_geo_layers"
@@ -60,17 +62,7 @@ async def _replace(
             table, records=records, columns=["layer", *columns]
         )
         count = int(result.split()[-1])
-        await conn.execute(
-            """INSERT INTO geo_layers (kind, layer, features, source) VALUES ($1, $2, $3, $4)
-               ON CONFLICT (kind, layer) DO UPDATE SET
-                 version = nextval('geo_layer_version'), features = EXCLUDED.features,
-                 source = EXCLUDED.source, loaded_at = now()""",
-            kind,
-            layer,
-            count,
-            source,
-        )
-        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+        await _record_layer(conn, kind, layer, count, source)
     return count
 
 
@@ -117,6 +109,143 @@ async def replace_addresses(
         ["number", "street", "unit", "city", "postcode", "lon", "lat"],
         ((layer, r.number, r.street, r.unit, r.city, r.postcode, r.lon, r.lat) for r in rows),
     )
+
+
+#: A decimal number as PostgreSQL's float8 reads it (checked before any cast: a cast that
+#: fails would abort the load without naming the row)
+_NUMBER_RE = r"^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,3})?$"
+
+
+@dataclass(frozen=True)
+class AddressLoad:
+    kept: int
+    skipped: int  # rows with a blank street or position
+
+
+async def replace_addresses_csv(
+    pool: asyncpg.Pool,
+    layer: str,
+    path: Path,
+    columns: AddressColumns,
+    *,
+    source: str,
+) -> AddressLoad:
+    """Replace address layer ``layer`` from a CSV file, parsed by PostgreSQL's ``COPY`` into
+    a staging table and mapped by one ``INSERT … SELECT`` (hundreds of thousands of rows in
+    seconds). Rows with a blank street or position are skipped; a coordinate that is
+    not a number in range is a ``ValueError`` naming its line and column, and the loaded
+    layer stays as it was (one transaction)."""
+    header = geofiles.csv_header(path, columns)
+    staged = [f"c{i}" for i in range(len(header))]
+    # an unquoted empty CSV field is NULL to COPY: blank, as in the rest of the rules
+    col = {name: f"coalesce(btrim(c{i}), '')" for i, name in enumerate(header)}
+
+    def text(name: str | None) -> str:
+        return col[name] if name is not None and name in col else "''"
+
+    street = "concat_ws(' ', " + ", ".join(f"NULLIF({col[c]}, '')" for c in columns.street) + ")"
+    lon, lat = col[columns.lon], col[columns.lat]
+    usable = f"{street} <> '' AND {lon} <> '' AND {lat} <> ''"
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "CREATE TEMP TABLE geo_address_staging (line bigserial, "
+            + ", ".join(f"{c} text" for c in staged)
+            + ") ON COMMIT DROP"
+        )
+        try:
+            await conn.copy_to_table(
+                "geo_address_staging",
+                source=_non_blank_lines(path),
+                columns=staged,
+                format="csv",
+                header=True,
+                encoding="UTF8",
+            )
+        except (asyncpg.DataError, asyncpg.BadCopyFileFormatError) as exc:
+            where = getattr(exc, "context", None) or ""
+            raise ValueError(f"{path}: not a CSV PostgreSQL can read: {exc} ({where})") from None
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"geo:address:{layer}")
+        await conn.execute("DELETE FROM geo_address_points WHERE layer = $1", layer)
+        try:
+            # Plain casts, checked by the table's range constraints: the fast path. Only when
+            # it fails is the slower search for the first bad row run, to name it.
+            async with conn.transaction():  # a savepoint: the search runs after a failure
+                status = await conn.execute(
+                    f"""INSERT INTO geo_address_points
+                          (layer, number, street, unit, city, postcode, lon, lat)
+                        SELECT $1, {text(columns.number)}, {street}, {text(columns.unit)},
+                               {text(columns.city)}, {text(columns.postcode)},
+                               {lon}::float8, {lat}::float8
+                        FROM geo_address_staging WHERE {usable}""",
+                    layer,
+                )
+        except (asyncpg.DataError, asyncpg.CheckViolationError):
+            await _name_bad_coordinate(conn, path, columns, usable, lon, lat)
+            raise
+        kept = int(status.split()[-1])
+        total = await conn.fetchval("SELECT count(*) FROM geo_address_staging")
+        await _record_layer(conn, "address", layer, int(kept), source)
+    return AddressLoad(kept=int(kept), skipped=int(total) - int(kept))
+
+
+async def _name_bad_coordinate(
+    conn: asyncpg.Connection,
+    path: Path,
+    columns: AddressColumns,
+    usable: str,
+    lon: str,
+    lat: str,
+) -> None:
+    """Raise the ValueError naming the first staged row whose coordinates do not read as
+    numbers in range (returns if it finds none: the caller re-raises the database's error)."""
+    bad = await conn.fetchrow(
+        f"""SELECT line, {lon} AS lon, {lat} AS lat FROM geo_address_staging
+            WHERE {usable} AND NOT (
+              CASE WHEN {lon} ~ $1 AND {lat} ~ $1
+                   THEN {lon}::numeric BETWEEN -180 AND 180
+                        AND {lat}::numeric BETWEEN -90 AND 90
+                   ELSE false END)
+            ORDER BY line LIMIT 1""",
+        _NUMBER_RE,
+    )
+    if bad is not None:
+        # line 1 is the header (a quoted field spanning lines would shift the count)
+        where = f"{path}: line {bad['line'] + 1}"
+        geofiles.check_coordinates(bad["lon"], bad["lat"], columns, where)
+        raise ValueError(f"{where}: coordinates out of range")
+
+
+async def _non_blank_lines(path: Path) -> AsyncIterator[bytes]:
+    """The file in chunks of about 1 MiB without its blank lines (a trailing empty line is
+    common in exported CSVs, and COPY would refuse it as a row with missing columns)."""
+    with path.open("rb") as handle:
+        chunk: list[bytes] = []
+        size = 0
+        for line in handle:
+            if line.strip():
+                chunk.append(line)
+                size += len(line)
+                if size >= 1 << 20:
+                    yield b"".join(chunk)
+                    chunk, size = [], 0
+        if chunk:
+            yield b"".join(chunk)
+
+
+async def _record_layer(
+    conn: asyncpg.Connection, kind: LayerKind, layer: str, count: int, source: str
+) -> None:
+    await conn.execute(
+        """INSERT INTO geo_layers (kind, layer, features, source) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (kind, layer) DO UPDATE SET
+             version = nextval('geo_layer_version'), features = EXCLUDED.features,
+             source = EXCLUDED.source, loaded_at = now()""",
+        kind,
+        layer,
+        count,
+        source,
+    )
+    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 async def remove_layer(pool: asyncpg.Pool, kind: LayerKind, layer: str) -> bool:

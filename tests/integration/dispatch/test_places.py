@@ -323,3 +323,60 @@ async def test_officers_phones_show_the_short_address_line(
     notification = fcm_service.received[0].message
     assert notification["notification"]["body"].startswith(line)
     assert notification["data"]["address"] == line
+
+
+async def test_csv_addresses_join_street_columns_and_skip_rows_without_street_or_position(
+    database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes(
+        "\ufeffNO,PRE,NAME,TYPE,X,Y\r\n"  # a byte-order mark and CRLF, as spreadsheets write
+        '142," E ",Main,St,-79.99,40.44\r\n'
+        "7,,Oak,Ave,-79.98,40.45\r\n"
+        "9,,,,-79.98,40.45\r\n"  # no street: skipped
+        "10,,Elm,St,,\r\n"  # no position: skipped
+        "\r\n".encode()  # a trailing blank line
+    )
+    columns = geofiles.AddressColumns(number="NO", street=("PRE", "NAME", "TYPE"), lon="X", lat="Y")
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        loaded = await geostore.replace_addresses_csv(pool, "a", path, columns, source="a.csv")
+        assert (loaded.kept, loaded.skipped) == (2, 2)
+        rows = await pool.fetch(
+            "SELECT number, street, unit, city, postcode, lon, lat FROM geo_address_points "
+            "ORDER BY number"
+        )
+        assert [tuple(r) for r in rows] == [
+            ("142", "E Main St", "", "", "", -79.99, 40.44),
+            ("7", "Oak Ave", "", "", "", -79.98, 40.45),
+        ]
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("1,Main St,-79.99,91", "line 3: column 'lat' = 91.0 is outside [-90, 90]"),
+        ("1,Main St,nan,40", "line 3: column 'lon' = nan is outside"),
+        ("1,Main St,-79.99,north", "line 3: column 'lat' is not a number: 'north'"),
+        ("1,Main St,-79.99", "not a CSV PostgreSQL can read: missing data for column"),
+    ],
+)
+async def test_bad_csv_rows_name_the_line_and_keep_the_loaded_layer(
+    database_url: str, tmp_path: Path, row: str, message: str
+) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(f"number,street,lon,lat\n2,Main St,-79.99,40.44\n{row}\n")
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        good = tmp_path / "good.csv"
+        good.write_text("number,street,lon,lat\n5,Oak St,-79.99,40.44\n")
+        columns = geofiles.AddressColumns()
+        await geostore.replace_addresses_csv(pool, "a", good, columns, source="good.csv")
+        with pytest.raises(ValueError) as raised:
+            await geostore.replace_addresses_csv(pool, "a", path, columns, source="a.csv")
+        assert message in str(raised.value)
+        assert await pool.fetchval("SELECT street FROM geo_address_points") == "Oak St"
+    finally:
+        await pool.close()

@@ -11,7 +11,7 @@ import shapely.geometry
 
 from services.dispatch.geofiles import (
     AddressColumns,
-    AddressReport,
+    csv_header,
     read_addresses,
     read_areas,
     read_streets,
@@ -98,52 +98,19 @@ def test_unnamed_centrelines_are_left_out(tmp_path: Path) -> None:
     assert [s.name for s in read_streets(path, "FULL")] == ["Main St"]
 
 
-def test_csv_addresses_join_street_columns_and_blank_what_the_city_does_not_publish(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "a.csv"
-    path.write_text(
-        "\ufeffNO,PRE,NAME,TYPE,X,Y\n"  # a byte-order mark, as spreadsheets write them
-        "142,E,Main,St,-79.99,40.44\n"
-        "7,,Oak,Ave,-79.98,40.45\n"
-        "9,,,,-79.98,40.45\n"  # no street: skipped
-        "10,,Elm,St,,\n"  # no position: skipped
-    )
-    columns = AddressColumns(number="NO", street=("PRE", "NAME", "TYPE"), lon="X", lat="Y")
-    report = AddressReport()
-    rows = list(read_addresses(path, columns, report))
-    assert [(r.number, r.street, r.unit, r.city) for r in rows] == [
-        ("142", "E Main St", "", ""),
-        ("7", "Oak Ave", "", ""),
-    ]
-    assert (rows[0].lon, rows[0].lat) == (-79.99, 40.44)
-    assert (report.kept, report.skipped) == (2, 2)
-
-
-@pytest.mark.parametrize(
-    ("row", "message"),
-    [
-        ("1,Main St,-79.99,91", "line 2: column 'lat' = 91.0 is outside \\[-90, 90\\]"),
-        ("1,Main St,nan,40", "line 2: column 'lon' = nan is outside"),
-        ("1,Main St,-79.99,north", "line 2: column 'lat' is not a number: 'north'"),
-    ],
-)
-def test_bad_csv_coordinates_name_the_line_and_column(
-    tmp_path: Path, row: str, message: str
-) -> None:
-    path = tmp_path / "a.csv"
-    path.write_text(f"number,street,lon,lat\n{row}\n")
-    with pytest.raises(ValueError, match=message):
-        list(read_addresses(path, AddressColumns()))
-
-
-def test_missing_columns_are_named(tmp_path: Path) -> None:
+def test_missing_csv_columns_are_named(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
     path.write_text("HOUSE,STREET,X,Y\n1,Main St,-79.99,40.44\n")
     with pytest.raises(ValueError, match="no column 'number'"):
-        list(read_addresses(path, AddressColumns(street=("STREET",), lon="X", lat="Y")))
+        csv_header(path, AddressColumns(street=("STREET",), lon="X", lat="Y"))
     with pytest.raises(ValueError, match="no column 'lon'"):
-        list(read_addresses(path, AddressColumns(number="HOUSE", street=("STREET",))))
+        csv_header(path, AddressColumns(number="HOUSE", street=("STREET",)))
+    assert csv_header(
+        path, AddressColumns(number="HOUSE", street=("STREET",), lon="X", lat="Y")
+    ) == ["HOUSE", "STREET", "X", "Y"]
+    path.write_text("a,a,lon,lat\n")
+    with pytest.raises(ValueError, match="names a column twice"):
+        csv_header(path, AddressColumns(number="a", street=("a",)))
 
 
 def test_geojson_address_points_take_their_position_from_the_geometry(tmp_path: Path) -> None:
