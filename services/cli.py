@@ -39,7 +39,7 @@ app.add_typer(sensors_app, name="sensors")
 
 def _mount_service_apps() -> None:
     from services.dispatch.cli import app as dispatch_app
-    from services.dispatch.geocli import addresses_app, areas_app, streets_app
+    from services.dispatch.geocli import addresses_app, areas_app, places_app, streets_app
     from services.locator.cli import app as locator_app
     from services.sensor.cli import sensor
 
@@ -49,6 +49,7 @@ def _mount_service_apps() -> None:
     app.add_typer(areas_app, name="areas")
     app.add_typer(addresses_app, name="addresses")
     app.add_typer(streets_app, name="streets")
+    app.add_typer(places_app, name="places")
 
 
 _mount_service_apps()

@@ -4,6 +4,8 @@
 * ``shotline addresses load points.csv --number HOUSE_NO --street ST_NAME,ST_TYPE --lon X --lat Y``
 * ``shotline streets load centrelines.geojson --name-field FULL_NAME``
 * ``shotline areas|addresses|streets list`` / ``remove LAYER``
+* ``shotline places at --lat LAT --lon LON [--zone Z]``: the words an alert located there
+  would carry
 
 A load replaces that layer in one transaction; running dispatch instances take the new layer
 within moments (``NOTIFY``) and keep answering from the old one meanwhile. Nothing leaves the
@@ -19,11 +21,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
+import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from services.dispatch import geofiles, geostore
+from services.dispatch.gazetteer import Gazetteer
 from shared.cli import err, fail, operator_errors
 from shared.db import migrate_url
 from shared.runtime import infrastructure
@@ -37,6 +41,7 @@ addresses_app = typer.Typer(
     help="Address points (nearest address in alerts).", no_args_is_help=True
 )
 streets_app = typer.Typer(help="Street centrelines (nearest intersection).", no_args_is_help=True)
+places_app = typer.Typer(help="What alerts say about a place.", no_args_is_help=True)
 
 out = Console()
 
@@ -211,3 +216,23 @@ def addresses_list() -> None:
 def addresses_remove(layer: str) -> None:
     """Remove an address layer."""
     _remove("address", layer)
+
+
+@places_app.command("at")
+@operator_errors
+def places_at(
+    lat: Annotated[float, typer.Option(help="Latitude, WGS84", min=-90, max=90)],
+    lon: Annotated[float, typer.Option(help="Longitude, WGS84", min=-180, max=180)],
+    zone: Annotated[str | None, typer.Option(help="Zone (for the coverage check)")] = None,
+) -> None:
+    """Print the place words an alert located there would carry, from the loaded layers."""
+
+    async def _go(pool: asyncpg.Pool) -> Any:
+        layers = await geostore.read_layers(pool)
+        return Gazetteer(layers).describe(lat, lon, zone)
+
+    place = _with_pool(_go)
+    if place is None:
+        raise fail("no area, address or street layer is loaded: alerts carry no place words")
+    out.print(place.text or "(nothing near)", highlight=False, markup=False)
+    print(orjson.dumps(place.as_json(), option=orjson.OPT_INDENT_2).decode())

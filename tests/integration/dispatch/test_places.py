@@ -380,3 +380,21 @@ async def test_bad_csv_rows_name_the_line_and_keep_the_loaded_layer(
         assert await pool.fetchval("SELECT street FROM geo_address_points") == "Oak St"
     finally:
         await pool.close()
+
+
+async def test_the_command_line_says_what_an_alert_would_say_at_a_point(
+    database_url: str, tmp_path: Path
+) -> None:
+    code, _, err = await _cli(database_url, "places", "at", "--lat", "40.44", "--lon", "-79.99")
+    assert code == 2 and "no area, address or street layer is loaded" in err
+    await _load_city(database_url, tmp_path)
+    await _add_sensors(database_url)
+    lat, lon = city.lat_lon(30, 5)
+    code, out, err = await _cli(
+        database_url, "places", "at", "--lat", repr(lat), "--lon", repr(lon), "--zone", "z1"
+    )
+    assert code == 0, err
+    assert out.splitlines()[0] == "10 Main St, 21 m W · near Main St & 2nd Ave"
+    words = orjson.loads(out.split("\n", 1)[1])
+    assert words["areas"] == [{"layer": "beat", "name": "B"}]
+    assert words["outside_coverage"] is False
