@@ -402,6 +402,8 @@ class Gazetteer:
             self._node_lonlat.append((x, y))
             self._node_segments.append(tuple(sorted(segs)))
             self._node_names.append(tuple(sorted({self._street_names[owner[s]] for s in segs})))
+        if not self._node_lonlat:
+            return  # streets that never meet another name: no intersection to give
         lonlat = np.array(self._node_lonlat)
         self._node_tree = cKDTree(geodetic_to_ecef(lonlat[:, 1], lonlat[:, 0]))
 

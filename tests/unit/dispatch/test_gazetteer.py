@@ -179,3 +179,12 @@ def test_place_json_round_trips_and_names_the_layers_version(gazetteer: Gazettee
 )
 def test_compass_points(bearing: float, name: str) -> None:
     assert compass_point(bearing) == name
+
+
+def test_streets_that_never_meet_another_name_give_no_intersection() -> None:
+    lonely = [
+        Street("Main St", city.line((-500, 0), (0, 0))),
+        Street("Main St", city.line((0, 0), (500, 0))),
+    ]
+    place = describe(Gazetteer(Layers(streets=lonely, version="v")), 10, 10)
+    assert place.intersection is None and place.text == ""
