@@ -125,7 +125,10 @@ def read_areas(path: Path, name_field: str) -> list[AreaFeature]:
     for name, (geoms, attributes) in by_name.items():
         merged = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
         polygons = [
-            g for g in shapely.get_parts(merged) if g.geom_type in _POLYGONAL and not g.is_empty
+            # twice: make_valid may nest a MultiPolygon in a GeometryCollection
+            g
+            for g in shapely.get_parts(shapely.get_parts(merged))
+            if g.geom_type == "Polygon" and not g.is_empty
         ]
         if not polygons:
             raise ValueError(f"{path}: area {name!r} has no polygon area")
