@@ -90,8 +90,9 @@ class DispatchService:
                 )
                 await self.workers.start()
             if self.settings.consume:
-                # The city's layers are in memory before the first incident is read.
-                await self.places.refresh(self.pool)
+                # The city's layers are in memory before the first incident is read (a layer
+                # that cannot be indexed is logged: alerts then go out without place words).
+                await self.places.try_refresh(self.pool)
                 self._places_task = asyncio.create_task(
                     self.places.run(
                         self.pool, self.database_url, self.settings.places_refresh_s

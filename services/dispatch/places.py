@@ -78,22 +78,27 @@ class PlaceIndex:
             )
             return True
 
+    async def try_refresh(self, pool: asyncpg.Pool) -> bool:
+        """:meth:`refresh`, but a failure (database down, a layer that cannot be indexed) is
+        logged with its traceback and counted, and the previous index keeps answering:
+        alerts must not stop for a layer. True if a new index was swapped in."""
+        try:
+            return await self.refresh(pool)
+        except Exception:
+            metrics.PLACES_REFRESHES.labels("failed").inc()
+            log.exception("place index refresh failed; the previous index answers")
+            return False
+
     async def run(self, pool: asyncpg.Pool, database_url: str, interval_s: float) -> None:
         """Refresh on every layer load's NOTIFY, and every ``interval_s``; until cancelled.
 
-        A failed refresh (database down, a layer that cannot be indexed) is logged with its
-        traceback, counted, and tried again at the next tick; meanwhile the previous index
-        keeps answering, since alerts must not stop for a layer."""
+        A failed refresh is tried again at the next tick (see :meth:`try_refresh`)."""
         listener: asyncpg.Connection | None = None
         try:
             while True:
                 if listener is None or listener.is_closed():
                     listener = await self._listen(database_url)
-                try:
-                    await self.refresh(pool)
-                except Exception:
-                    metrics.PLACES_REFRESHES.labels("failed").inc()
-                    log.exception("place index refresh failed; the previous index answers")
+                await self.try_refresh(pool)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), interval_s)
                 self._wake.clear()

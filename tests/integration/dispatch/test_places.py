@@ -398,3 +398,26 @@ async def test_the_command_line_says_what_an_alert_would_say_at_a_point(
     words = orjson.loads(out.split("\n", 1)[1])
     assert words["areas"] == [{"layer": "beat", "name": "B"}]
     assert words["outside_coverage"] is False
+
+
+async def test_dispatch_starts_and_alerts_without_words_when_no_layer_can_be_indexed(
+    make_settings, services, receivers, publish, database_url, tmp_path
+) -> None:
+    await _load_city(database_url, tmp_path)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE geo_areas SET geometry = '\\x00'::bytea")
+    finally:
+        await conn.close()
+    service = await services(make_settings())
+    receiver = await receivers()
+    async with admin(service) as client:
+        response = await client.post(
+            "/v1/subscriptions",
+            json={"name": "cad", "channel": "webhook", "url": receiver.url,
+                  "geofence": square(-79.99, 40.44)},
+        )  # fmt: skip
+        assert response.status_code == 201, response.text
+        await publish(incident(*city.lat_lon(30, 5)))
+        (received,) = await receiver.wait_for(1)
+    assert "place" not in orjson.loads(received.body)["data"]
