@@ -71,7 +71,8 @@ class DemoReceiver:
     def _show(self, alert: dict[str, Any], webhook_id: str) -> None:
         """One line per alert: incident id, event and version, class, rounds, location with
         its 95 % radius, and the latency a dispatcher sees (a first alert from the shot, an
-        update from the round that caused it, as the SLO counts them)."""
+        update from the round that caused it, as the SLO counts them); beneath it the short
+        address line when the city's layers are loaded."""
         line = alert_line(alert, datetime.now(UTC))
         if alert.get("audio"):  # links to the clips of the sensors that located it
             line += f"  {len(alert['audio'])} clips"

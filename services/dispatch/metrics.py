@@ -152,9 +152,11 @@ PLACES_REFRESHES = Counter(
     "Rebuilds of the in-memory place index from the city's layers, by result (a failed one "
     "leaves the previous index answering)",
     ["result"],  # rebuilt, failed
+    registry=REGISTRY,
 )
 PLACES_LOOKUP = Histogram(
     "shotline_dispatch_places_lookup_seconds",
     "Time to name one incident version's place (areas, nearest address and intersection)",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+    registry=REGISTRY,
 )
