@@ -159,3 +159,21 @@ def test_the_openapi_document_publishes_the_place_schema() -> None:
     place_ref = components["IncidentAlert_alert"]["properties"]["place"]["$ref"]
     assert place_ref == "#/components/schemas/IncidentAlert_place"
     assert "outside_coverage" in components["IncidentAlert_place"]["required"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "cap"])
+def test_clip_links_and_place_words_travel_together_and_validate(fmt: str) -> None:
+    clip = {"sensor_id": "s1", "detection_id": "on-a", "sha256": "ab" * 32,
+            "url": "https://dispatch.example/v1/clips/s1/on-a.wav?expires=1&sig=00",
+            "expires_at": "2026-11-25T02:02:04.250000Z"}  # fmt: skip
+    body = render(fmt, make_incident(), "created", sender=SENDER, audio=[clip], place=FULL).body  # type: ignore[arg-type]
+    if fmt == "json":
+        doc = orjson.loads(body)
+        standards.alert_validator().validate(doc)
+        assert doc["data"]["audio"] == [clip] and doc["data"]["place"] == FULL.as_json()
+    else:
+        # CAP's <info> is a sequence: parameters, then resources, then areas
+        root = ET.fromstring(body)
+        standards.cap_schema().validate(root)
+        assert root.find(f"{{{CAP_NS}}}info/{{{CAP_NS}}}resource") is not None
+        assert root.find(f"{{{CAP_NS}}}info/{{{CAP_NS}}}area/{{{CAP_NS}}}geocode") is not None
