@@ -243,11 +243,18 @@ async def test_without_layers_alerts_are_as_before(
         record = incident(*city.lat_lon(30, 5))
         await publish(record)
         received = await receiver.wait_for(3)
-        expected = {
-            formats.render(fmt, record, "created", sender=settings.sender).body  # type: ignore[arg-type]
-            for fmt in ("json", "cap", "eido")
-        }
-        assert {r.body for r in received} == expected
+        # each body as rendered without places (CAP names its message by the webhook-id)
+        for r in received:
+            fmt = "cap" if b"<alert" in r.body else "eido" if b"eidoVersion" in r.body else "json"
+            expected = formats.render(
+                fmt,  # type: ignore[arg-type]
+                record,
+                "created",
+                sender=settings.sender,
+                message_id=r.headers["webhook-id"] if fmt == "cap" else None,
+            )
+            assert r.body == expected.body, fmt
+        assert len({r.body for r in received}) == 3
         stored = (await client.get(f"/v1/incidents/{record.incident_id}")).json()
         assert stored["versions"][0]["place"] is None
 
