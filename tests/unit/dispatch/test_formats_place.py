@@ -152,15 +152,6 @@ def test_without_a_place_every_format_is_as_before(fmt: str) -> None:
     assert message.body.startswith("Zone pgh-east · shot at ") and "address" not in message.data
 
 
-def test_the_openapi_document_publishes_the_place_schema() -> None:
-    from services.dispatch.api import _alert_schema, _openapi_alert_schema
-
-    _, components = _openapi_alert_schema(_alert_schema())
-    place_ref = components["IncidentAlert_alert"]["properties"]["place"]["$ref"]
-    assert place_ref == "#/components/schemas/IncidentAlert_place"
-    assert "outside_coverage" in components["IncidentAlert_place"]["required"]
-
-
 @pytest.mark.parametrize("fmt", ["json", "cap"])
 def test_clip_links_and_place_words_travel_together_and_validate(fmt: str) -> None:
     clip = {"sensor_id": "s1", "detection_id": "on-a", "sha256": "ab" * 32,
