@@ -39,8 +39,21 @@ from services.locator.association import Association, associate, echo_shadowed
 from services.locator.config import LocatorConfig
 from services.locator.evidence import PulseEvidence, Score, ShotEvidence
 from services.locator.health import HealthTracker, SensorHealth
-from services.locator.incidents import Incident, IncidentTracker, LocatedRound, to_record
-from shared.geo import LocalFrame, geodetic_to_ecef, speed_of_sound
+from services.locator.incidents import (
+    Incident,
+    IncidentTracker,
+    LocatedRound,
+    same_kind,
+    to_record,
+)
+from services.locator.rules import (
+    MIN_ROUND_INTERVAL_S,
+    REPEAT_LEVEL_DB,
+    REPEAT_MIN_SHARED,
+    REPEAT_SPREAD_S,
+    SAME_ONSET_S,
+)
+from shared.geo import LocalFrame, geodetic_to_ecef, haversine_m, speed_of_sound
 from shared.schemas import DetectionRecord, IncidentEvent, IncidentRecord, detection_key
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -50,6 +63,9 @@ _POSITIONS_SLACK = 256
 #: Slowest speed of sound we plan for (about -50 °C): bounds the candidate time slice.
 _C_MIN = 299.0
 _NAN = float("nan")
+_SAME_ONSET_US = round(SAME_ONSET_S * 1e6)
+_MIN_ROUND_INTERVAL_US = round(MIN_ROUND_INTERVAL_S * 1e6)
+_REPEAT_SPREAD_US = round(REPEAT_SPREAD_S * 1e6)
 #: Sort key of pending pulses: their arrival time (µs), the order of ``_order`` and pools.
 _arrival_us = attrgetter("t_us")
 
@@ -171,9 +187,10 @@ class ZoneEngine:
         #: (why: the retained offset is asked for after every step that touched the zone).
         self._offsets: list[tuple[int, tuple[str, str]]] = []
         self._decided: dict[tuple[str, str], int] = {}  # key -> t_us, for dedup
-        #: Recently decided pulses (t_us, sensor code, snr_db or NaN), oldest first: the earlier
-        #: sounds that a later pulse may be an echo of (kept for one echo horizon).
-        self._recent: deque[tuple[int, int, float]] = deque()
+        #: Recently decided pulses (t_us, sensor code, snr_db, peak_db; NaN if not reported;
+        #: 1.0 if a member of a located round, else 0.0), oldest first: the sounds a later
+        #: pulse may be an echo or a repeat of (kept one echo horizon).
+        self._recent: deque[tuple[int, int, float, float, float]] = deque()
         self._closed_until_us: int | None = None
         self._sensors: dict[str, tuple[float, float, float]] = {}
         self._sensor_version = 0
@@ -210,6 +227,13 @@ class ZoneEngine:
         self._closes = 0
         #: Counters for the service's metrics.
         self.duplicates = 0
+        #: Reports dropped as a second report of one onset (``rules.SAME_ONSET_S``).
+        self.same_onset = 0
+        #: Located rounds merged into a round of their incident fired less than
+        #: ``rules.MIN_ROUND_INTERVAL_S`` before or after it (one round located twice).
+        self.rounds_merged = 0
+        #: sensor code -> arrival times (µs) of its last few decided pulses (same-onset test).
+        self._decided_times: dict[int, deque[int]] = {}
         self.late = 0
         self.noise = 0
         #: Seeds whose fit was rejected as built from echoes (also counted in ``noise``).
@@ -228,6 +252,10 @@ class ZoneEngine:
             self.late += 1
             return
         sid = detection.sensor_id
+        f = detection.features
+        snr_db = _NAN if (snr := f.snr_db) is None else snr
+        if self._same_onset(key, t_us, snr_db, f.peak_db):
+            return
         pos = (detection.position.lat, detection.position.lon, detection.position.alt_m)
         pos_i = self._pos_index.get(pos)
         if pos_i is None:
@@ -255,15 +283,60 @@ class ZoneEngine:
         self._sensor_seen_us[sid] = t_us if seen is None else max(seen, t_us)
         self._code_seen[code] = self._sensor_seen_us[sid]
         received_at = detection.received_at
-        f = detection.features
         pending = self._pending[key] = _Pending(
             key, offset, t_us, detection.arrival_time, received_at, pos_i, code,
             received_at if received_at <= now else now, detection.temperature_c, sid,
-            _NAN if (snr := f.snr_db) is None else snr,
+            snr_db,
             (f.peak_db, f.snr_db, f.rise_time_ms, f.duration_ms, f.spectral_centroid_hz),
         )
         bisect.insort(self._order, (t_us, sid, detection.detection_id, pending))
         heapq.heappush(self._offsets, (offset, key))
+
+    def _same_onset(
+        self, key: tuple[str, str], t_us: int, snr_db: float, peak_db: float | None
+    ) -> bool:
+        """True if ``key``'s pulse is one onset with another pulse of its sensor (within
+        ``rules.SAME_ONSET_S``) and loses to it: then it is dropped and counted.
+
+        Of two reports of one onset the better one stays whatever their order: higher SNR,
+        then higher level, then earlier, then the smaller detection id. A pending loser is
+        replaced; a decided pulse always stays (its round is out), so a re-report of it is
+        dropped. Why here: left in, the copy is located a second time as a "round"
+        milliseconds after the real one, doubling the round count and faking crackle.
+        """
+        sid = key[0]
+        span = _SAME_ONSET_US
+        code = self._sensor_code.get(sid)
+        if code is not None:
+            for t in self._decided_times.get(code, ()):
+                if abs(t - t_us) <= span:
+                    self.same_onset += 1
+                    self._decided[key] = t_us
+                    return True
+        order = self._order
+        i = bisect.bisect_left(order, (t_us - span,))
+        mine = (-math.inf if snr_db != snr_db else snr_db,
+                -math.inf if peak_db is None else peak_db, -t_us)
+        while i < len(order) and order[i][0] <= t_us + span:
+            entry = order[i]
+            i += 1
+            if entry[1] != sid:
+                continue
+            other = entry[3]
+            peak = other.features[0]
+            theirs = (-math.inf if other.snr_db != other.snr_db else other.snr_db,
+                      -math.inf if peak is None else peak, -other.t_us)
+            self.same_onset += 1
+            if theirs > mine or (theirs == mine and other.key < key):
+                self._decided[key] = t_us
+                return True
+            # the new report is the better one: the pending one is forgotten as its copy
+            del self._pending[other.key]
+            del order[i - 1]
+            self._decided[other.key] = other.t_us
+            self._seed_memo = None
+            return False
+        return False
 
     def _compact_positions(self) -> None:
         """Forget positions no pending pulse and no sensor uses (sensors that move or jitter).
@@ -447,12 +520,19 @@ class ZoneEngine:
         if self._last_now is None or now > self._last_now:
             self._last_now = now
 
-    def _decide(self, key: tuple[str, str]) -> None:
+    def _decide(self, key: tuple[str, str], located: bool = False) -> None:
         p = self._pending.pop(key)
         i = bisect.bisect_left(self._order, (p.t_us, *key))
         del self._order[i]
         self._decided[key] = p.t_us
-        self._recent.append((p.t_us, p.code, p.snr_db))
+        peak = p.features[0]
+        self._recent.append(
+            (p.t_us, p.code, p.snr_db, _NAN if peak is None else peak, 1.0 if located else 0.0)
+        )
+        times = self._decided_times.get(p.code)
+        if times is None:
+            times = self._decided_times[p.code] = deque(maxlen=4)
+        times.append(p.t_us)
 
     def _close(self, seed: _Pending, now: datetime) -> list[_Decided]:
         """Decide the seed (the earliest pending pulse): locate its source or drop it."""
@@ -470,7 +550,9 @@ class ZoneEngine:
             self._decide(seed.key)
         else:
             assoc, frame, enu = found
-            records.append(self._located(assoc, pool, frame, seed, enu, now))
+            decided = self._located(assoc, pool, frame, seed, enu, now)
+            if decided is not None:
+                records.append(decided)
         self._expire_by_event_time(seed.t_us, c)
         if self._closes % 64 == 0:
             self._decided = {k: t for k, t in self._decided.items() if t >= seed.t_us}
@@ -486,8 +568,12 @@ class ZoneEngine:
         enu = table[[p.pos_i for p in pool]]
         times = (np.array([p.t_us for p in pool], np.int64) - seed.t_us) / 1e6
         codes = np.array([p.code for p in pool])
+        def repeat_of_open(source: np.ndarray, members: np.ndarray) -> bool:
+            return self._repeats_open_round(pool, frame, source, members)
+
         assoc = associate(
-            enu, times, codes, 0, c, self.config, known_sensors=self._listening(table, seed.t_us)
+            enu, times, codes, 0, c, self.config, known_sensors=self._listening(table, seed.t_us),
+            repeat_of_open=repeat_of_open if self._tracker.has_open() else None,
         )
         if assoc is None:
             return None
@@ -495,6 +581,40 @@ class ZoneEngine:
             self.echoes += 1
             return None
         return assoc, frame, enu
+
+    def _repeats_open_round(
+        self, pool: list[_Pending], frame: LocalFrame, source: np.ndarray, members: np.ndarray
+    ) -> bool:
+        """True if the fit (``source`` in ``frame``, ``members`` indices into ``pool``) is a
+        later round of an open incident: at the incident's place, and its arrivals trail those
+        of one of the incident's rounds by one common delay (within ``rules.REPEAT_SPREAD_S``,
+        at least ``rules.MIN_ROUND_INTERVAL_S``) at every sensor, and at least
+        ``rules.REPEAT_MIN_SHARED`` sensors, that heard both.
+
+        Why: the reverberation of a round raises the noise floor for the next, and a sensor
+        behind a building may hear only the first, so a later round can be heard by far fewer
+        of the nearby sensors than the heard-share test asks; a source that repeats a located
+        round's whole arrival pattern, shifted in time, is that source firing again."""
+        lat, lon, _ = frame.to_geodetic(source)
+        arrivals = {pool[i].sensor_id: pool[i].t_us for i in members.tolist()}
+        seed_at = pool[0].arrival_time
+        reach = timedelta(seconds=self.config.update_window_s + self.config.max_range_m / _C_MIN)
+        for inc in self._tracker.open_incidents:
+            if not inc.last_shot_time - reach <= seed_at <= inc.last_shot_time + reach:
+                continue
+            loc = inc.location(self.config)
+            far = haversine_m(loc.lat, loc.lon, float(lat), float(lon))
+            if far > self.config.update_distance_m:
+                continue
+            for rnd in inc.rounds:
+                delays = [arrivals[s] - t for s, t in rnd.arrivals if s in arrivals]
+                if (
+                    len(delays) >= REPEAT_MIN_SHARED
+                    and min(delays) >= _MIN_ROUND_INTERVAL_US
+                    and max(delays) - min(delays) <= _REPEAT_SPREAD_US
+                ):
+                    return True
+        return False
 
     def _could_be_located(self, pool: list[_Pending], c: float) -> bool:
         """False if fewer than ``min_sensors - 1`` other sensors have a pulse inside the seed's
@@ -550,12 +670,16 @@ class ZoneEngine:
         # member), as arrays: (t_us, code, snr_db) rows are exact floats (epoch microseconds
         # are below 2**53), and the seconds after the seed are those of ``times``.
         recent = np.fromiter(
-            itertools.chain.from_iterable(self._recent), float, 3 * len(self._recent)
-        ).reshape(-1, 3)
+            itertools.chain.from_iterable(self._recent), float, 5 * len(self._recent)
+        ).reshape(-1, 5)
         # Codes and loudness of the pool up to its last member, built once for both sides.
         upto = max(cut, int(members.max()) + 1)
         code_f = codes[:upto].astype(float)
         snr = np.array([p.snr_db for p in pool[:upto]])
+        peak = np.array([_NAN if (v := p.features[0]) is None else v for p in pool[:upto]])
+        prior_peak = np.concatenate([peak[:cut], recent[:, 3]])
+        # only members of located rounds can be a repeat's partner (pending pulses cannot)
+        partner = np.concatenate([np.zeros(cut), recent[:, 4]])
         shadowed = echo_shadowed(
             times[members],
             code_f[members],
@@ -564,9 +688,32 @@ class ZoneEngine:
             np.concatenate([code_f[:cut], recent[:, 1]]),
             np.concatenate([snr[:cut], recent[:, 2]]),
             horizon_s,
-            2 * self.config.association_tolerance_s,
+            REPEAT_SPREAD_S,
             self.config.echo_level_margin_db,
+            peak[members],
+            prior_peak,
+            REPEAT_LEVEL_DB,
+            partner,
         )
+        if np.isnan(snr[members]).any():
+            # Sensors that send no SNR: their level (one microphone, so the right "louder
+            # than") decides instead, for the members that have no SNR.
+            member_peak = np.where(np.isnan(snr[members]), peak[members], _NAN)
+            shadowed |= echo_shadowed(
+                times[members],
+                code_f[members],
+                member_peak,
+                np.concatenate([times[:cut], (recent[:, 0] - seed_us) / 1e6]),
+                np.concatenate([code_f[:cut], recent[:, 1]]),
+                prior_peak,
+                horizon_s,
+                REPEAT_SPREAD_S,
+                self.config.echo_level_margin_db,
+                peak[members],
+                prior_peak,
+                REPEAT_LEVEL_DB,
+                partner,
+            )
         return int((~shadowed).sum()) < self.config.min_sensors
 
     def _located(
@@ -577,7 +724,7 @@ class ZoneEngine:
         seed: _Pending,
         enu: np.ndarray,
         now: datetime,
-    ) -> _Decided:
+    ) -> _Decided | None:
         fix = assoc.fix
         members = [pool[i] for i in assoc.members]
         lat, lon, alt = frame.to_geodetic(fix.position)
@@ -608,10 +755,20 @@ class ZoneEngine:
             first_received_at=min(p.received_at for p in members),
             offsets=tuple(p.offset for p in members),
             evidence=evidence,
+            arrivals=tuple((p.sensor_id, p.t_us) for p in members),
+            kind=self._scorer(
+                ShotEvidence(evidence, len(evidence), fix.rms_s, round_intervals_s=())
+            ).classification,
         )
         for p in members:
-            self._decide(p.key)
-        inc, event = self._tracker.add_round(rnd)
+            self._decide(p.key, located=True)
+        added = self._tracker.add_round(
+            rnd, lambda inc: same_kind(inc.first.kind, rnd.kind)
+        )
+        if added is None:
+            self.rounds_merged += 1
+            return None
+        inc, event = added
         return _Decided(inc, event, evidence, fix.rms_s, now)
 
     def _record(self, decided: _Decided) -> IncidentRecord:
