@@ -1,10 +1,10 @@
 """Located rounds -> incidents: deterministic ids, versions and burst updates (pure).
 
 * A round joins an open incident of the zone if the locator attributes it to the same source
-  (fired within ``update_window_s`` of the incident's latest round, at its place: see
-  :meth:`IncidentTracker.add_round`); the incident gets a new version (same id). Otherwise it
-  opens a new incident. A "round" closer than a firearm's cycle to one the incident has is
-  that round located twice, and is absorbed.
+  (fired within ``update_window_s`` of the incident's latest round, within
+  ``update_distance_m``, of no other kind: see :meth:`IncidentTracker.add_round`); the
+  incident gets a new version (same id). Otherwise it opens a new incident. A "round" closer
+  than a firearm's cycle to one the incident has is that round located twice: absorbed.
 * ``incident_id`` is a UUIDv5 of the zone and the sorted detection keys of the first round, so
   re-processing the same detections after a crash yields the same id, and (processing being
   deterministic) the same versions: a downstream consumer drops the duplicates by
@@ -263,9 +263,7 @@ class IncidentTracker:
 
         Same source (an update may only add rounds of the source it reports):
         * fired within ``update_window_s`` of the incident's latest round;
-        * at its place: within ``update_distance_m`` of its location, and the two 95 %
-          disks overlap (``distance <= incident radius95 + round radius95``): a round whose
-          location excludes the incident's is another source, however near;
+        * at its place: within ``update_distance_m`` of its location;
         * ``same_kind(incident)`` (if given) is true: the engine's check that a round by
           itself is not of another kind than what the incident was published as.
         A round fired less than ``rules.MIN_ROUND_INTERVAL_S`` from one of the matching
@@ -279,10 +277,7 @@ class IncidentTracker:
                 continue
             loc = inc.location(self._config)
             dist = haversine_m(loc.lat, loc.lon, rnd.lat, rnd.lon)
-            near = (
-                dist <= self._config.update_distance_m
-                and dist <= loc.radius95_m + rnd.radius95_m
-            )
+            near = dist <= self._config.update_distance_m
             if (
                 near
                 and (best is None or (dist, inc.incident_id) < best)
@@ -327,11 +322,13 @@ class IncidentTracker:
 _GUNFIRE_KINDS = frozenset({"gunfire", "probable_gunfire"})
 
 
-def same_kind(a: str | None, b: str | None) -> bool:
-    """False if one round by itself is gunfire (or probable) and the other fireworks: two
-    sources of different kinds. Unknown or "other" contradicts nothing."""
-    pair = {a, b}
-    return not ("fireworks" in pair and pair & _GUNFIRE_KINDS)
+def same_kind(incident_kind: str | None, round_kind: str | None) -> bool:
+    """False if an incident whose first round by itself is gunfire (or probable) is offered
+    a round that by itself is fireworks: another source, which must not turn an alerted
+    gunfire incident into fireworks (issue 22). The other way round is allowed: a fireworks
+    show's rounds vary, and one that alone looks like a shot is not split off as an alert
+    (its cadence is the show's). Unknown or "other" contradicts nothing."""
+    return not (incident_kind in _GUNFIRE_KINDS and round_kind == "fireworks")
 
 
 def to_record(
