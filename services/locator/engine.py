@@ -229,6 +229,8 @@ class ZoneEngine:
         self.duplicates = 0
         #: Reports dropped as a second report of one onset (``rules.SAME_ONSET_S``).
         self.same_onset = 0
+        #: Seeds whose fit lost to a larger one through one of its members (also in ``noise``).
+        self.cross_round = 0
         #: Located rounds merged into a round of their incident fired less than
         #: ``rules.MIN_ROUND_INTERVAL_S`` before or after it (one round located twice).
         self.rounds_merged = 0
@@ -544,6 +546,9 @@ class ZoneEngine:
         temps = [t for p in pool if (t := p.temperature_c) is not None]
         c = self._c(statistics.median(temps) if temps else None)
         found = self._associate(pool, c) if self._could_be_located(pool, c) else None
+        if found is not None and self._explained_better(found[0], pool, c):
+            self.cross_round += 1
+            found = None
         records: list[_Decided] = []
         if found is None:
             self.noise += 1
@@ -558,8 +563,32 @@ class ZoneEngine:
             self._decided = {k: t for k, t in self._decided.items() if t >= seed.t_us}
         return records
 
+    def _explained_better(self, assoc: Association, pool: list[_Pending], c: float) -> bool:
+        """True if a member of the seed's fit, taken as the seed of the pulses from it on,
+        belongs to a source that more sensors heard: the largest consistent explanation wins.
+
+        Why: in a burst or a fireworks show, an echo plus direct pulses of other rounds can be
+        consistent with one point hundreds of metres away, and deciding seeds earliest first
+        would let that phantom consume pulses of the true rounds (which then go unlocated).
+        A true round's member, re-seeded, finds at most the rest of its own round. Only where
+        some member's sensor holds another pulse in the window (a busy window): with one
+        pulse per sensor no two sources can share a sensor's pulses."""
+        members = assoc.members.tolist()
+        codes = {pool[i].code for i in members}
+        if sum(1 for p in pool if p.code in codes) <= len(members):
+            return False
+        size = len(members)
+        for i in sorted(members)[1:]:
+            sub = pool[i:]
+            if len(sub) <= size or not self._could_be_located(sub, c):
+                continue
+            alt = self._associate(sub, c, count_echoes=False)
+            if alt is not None and len(alt[0].members) > size:
+                return True
+        return False
+
     def _associate(
-        self, pool: list[_Pending], c: float
+        self, pool: list[_Pending], c: float, count_echoes: bool = True
     ) -> tuple[Association, LocalFrame, np.ndarray] | None:
         """The seed's (``pool[0]``) source, with the seed's frame and the pool's ENU, or None."""
         seed = pool[0]
@@ -568,6 +597,7 @@ class ZoneEngine:
         enu = table[[p.pos_i for p in pool]]
         times = (np.array([p.t_us for p in pool], np.int64) - seed.t_us) / 1e6
         codes = np.array([p.code for p in pool])
+
         def repeat_of_open(source: np.ndarray, members: np.ndarray) -> bool:
             return self._repeats_open_round(pool, frame, source, members)
 
@@ -578,7 +608,7 @@ class ZoneEngine:
         if assoc is None:
             return None
         if self.config.reject_echo_fits and self._echo_fit(assoc, pool, times, codes, c):
-            self.echoes += 1
+            self.echoes += count_echoes
             return None
         return assoc, frame, enu
 

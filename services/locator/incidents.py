@@ -268,7 +268,8 @@ class IncidentTracker:
           itself is not of another kind than what the incident was published as.
         A round fired less than ``rules.MIN_ROUND_INTERVAL_S`` from one of the matching
         incident's rounds is that round located twice (no firearm cycles so fast): it is
-        absorbed (None), not counted as one more round.
+        absorbed (None), not counted as one more round. Not where either is by itself
+        fireworks: a crackling string pops faster than any firearm cycles.
         """
         window = self._window
         best: tuple[float, str] | None = None
@@ -286,7 +287,8 @@ class IncidentTracker:
                 best = (dist, inc.incident_id)
         if best is not None:
             inc = self._open[best[1]]
-            if inc.has_round_near(rnd.shot_time, _MIN_ROUND_INTERVAL):
+            firework = "fireworks" in (rnd.kind, inc.first.kind)
+            if not firework and inc.has_round_near(rnd.shot_time, _MIN_ROUND_INTERVAL):
                 return None
             self._summary = None  # a round changes an incident's last shot and offsets
             inc.rounds.append(rnd)
