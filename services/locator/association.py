@@ -10,7 +10,8 @@ can have produced is known, and :func:`associate` decides the seed:
 1. **Gate** (physics): candidates are pulses at *other* sensors with
    ``0 <= t - t_seed <= min(|s - s_seed|, max_range) / c + tolerance``. A second pulse at the
    seed's own sensor (an echo) is never a candidate.
-2. **Consensus through the seed**: each pair of candidates at two more sensors, with the seed,
+2. **Consensus through the seed**: each pair of candidates (at the sensors nearest the
+   seed's) at two more sensors, with the seed,
    gives up to two exact sources (``solver.triple_hypotheses``); every hypothesis is scored
    by the truncated squared residual of the *best* pulse of each sensor (MSAC). Echoes,
    diffracted (late) arrivals, other rounds and unrelated noise simply fail to fit.
@@ -59,9 +60,12 @@ from services.locator.solver import (
 HEALTH_GATE_S = 0.25
 #: Most non-seed members used to re-check a fit without its seed.
 _GUARD_MEMBERS = 10
-#: Consensus pairs are drawn from this many earliest possible candidates (all pulses vote).
-#: Why: the hypothesis count grows with the square of the candidates, and a real source's
-#: pulses at the sensors nearest the seed's are among the first to follow it.
+#: Consensus pairs are drawn from this many possible candidates, those at the sensors
+#: nearest the seed's first (all pulses vote). Why: the hypothesis count grows with the
+#: square of the candidates; a real source's pulses at the sensors nearest the seed's follow
+#: it within the tightest physical gates (|Δt| <= separation / c), so in dense traffic (many
+#: sources' pulses in one window) they are the least diluted by other sources' pulses, where
+#: the earliest candidates would be those of whatever else was heard just after the seed.
 CONSENSUS_CANDIDATES = 24
 
 
@@ -259,8 +263,11 @@ def _decide_numpy(
     sen = sensors[pool]
     groups = _Groups(sen)
 
-    # pairs of (the earliest) possible candidates at two distinct sensors, mutually possible
-    early = np.flatnonzero(possible)[1 : CONSENSUS_CANDIDATES + 1]
+    # pairs of possible candidates at two distinct sensors, mutually possible: the candidates
+    # at the sensors nearest the seed's first (see CONSENSUS_CANDIDATES)
+    cand = np.flatnonzero(possible)[1:]
+    cand_sep = np.sqrt(pos[cand, 0] ** 2 + pos[cand, 1] ** 2 + pos[cand, 2] ** 2)
+    early = np.sort(cand[np.argsort(cand_sep, kind="stable")[:CONSENSUS_CANDIDATES]])
     if len(early) < 2:
         return None
     a, b = np.triu_indices(len(early), k=1)

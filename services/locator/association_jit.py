@@ -477,13 +477,19 @@ def _associate_core(
             pos[k, a] = positions[i, a] - positions[seed, a]
         rho[k] = (times[i] - t_seed) * c
 
-    # pairs of (the earliest) possible candidates at two distinct sensors, mutually possible
-    early = np.empty(n_candidates, np.int64)
-    n_early = 0
+    # pairs of possible candidates at two distinct sensors, mutually possible: the
+    # candidates at the sensors nearest the seed's first (association.CONSENSUS_CANDIDATES)
+    cand = np.empty(n, np.int64)
+    cand_sep = np.empty(n)
+    n_cand = 0
     for k in range(1, n):
-        if possible[k] and n_early < n_candidates:
-            early[n_early] = k
-            n_early += 1
+        if possible[k]:
+            cand[n_cand] = k
+            cand_sep[n_cand] = math.sqrt(pos[k, 0] ** 2 + pos[k, 1] ** 2 + pos[k, 2] ** 2)
+            n_cand += 1
+    order = np.argsort(cand_sep[:n_cand], kind="mergesort")
+    n_early = min(n_cand, n_candidates)
+    early = np.sort(cand[:n_cand][order[:n_early]])
     if n_early < 2:
         return nothing
     n_pairs = n_early * (n_early - 1) // 2

@@ -188,8 +188,8 @@ class ZoneEngine:
         self._offsets: list[tuple[int, tuple[str, str]]] = []
         self._decided: dict[tuple[str, str], int] = {}  # key -> t_us, for dedup
         #: Recently decided pulses (t_us, sensor code, snr_db, peak_db; NaN if not reported;
-        #: 1.0 if a member of a located round, else 0.0), oldest first: the sounds a later
-        #: pulse may be an echo or a repeat of (kept one echo horizon).
+        #: the serial of the located round it is a member of, else 0), oldest first: the
+        #: sounds a later pulse may be an echo or a repeat of (kept one echo horizon).
         self._recent: deque[tuple[int, int, float, float, float]] = deque()
         self._closed_until_us: int | None = None
         self._sensors: dict[str, tuple[float, float, float]] = {}
@@ -229,6 +229,8 @@ class ZoneEngine:
         self.duplicates = 0
         #: Reports dropped as a second report of one onset (``rules.SAME_ONSET_S``).
         self.same_onset = 0
+        #: Rounds located so far (each round's serial, for the echo test's origins).
+        self._rounds_located = 0
         #: Seeds whose fit lost to a larger one through one of its members (also in ``noise``).
         self.cross_round = 0
         #: Located rounds merged into a round of their incident fired less than
@@ -522,14 +524,16 @@ class ZoneEngine:
         if self._last_now is None or now > self._last_now:
             self._last_now = now
 
-    def _decide(self, key: tuple[str, str], located: bool = False) -> None:
+    def _decide(self, key: tuple[str, str], located: int = 0) -> None:
+        """Mark a pending pulse decided: ``located`` is the serial (>= 1) of the located round
+        it is a member of, 0 if none."""
         p = self._pending.pop(key)
         i = bisect.bisect_left(self._order, (p.t_us, *key))
         del self._order[i]
         self._decided[key] = p.t_us
         peak = p.features[0]
         self._recent.append(
-            (p.t_us, p.code, p.snr_db, _NAN if peak is None else peak, 1.0 if located else 0.0)
+            (p.t_us, p.code, p.snr_db, _NAN if peak is None else peak, float(located))
         )
         times = self._decided_times.get(p.code)
         if times is None:
@@ -708,43 +712,47 @@ class ZoneEngine:
         snr = np.array([p.snr_db for p in pool[:upto]])
         peak = np.array([_NAN if (v := p.features[0]) is None else v for p in pool[:upto]])
         prior_peak = np.concatenate([peak[:cut], recent[:, 3]])
-        # only members of located rounds can be a repeat's partner (pending pulses cannot)
-        partner = np.concatenate([np.zeros(cut), recent[:, 4]])
-        shadowed = echo_shadowed(
-            times[members],
-            code_f[members],
-            snr[members],
-            np.concatenate([times[:cut], (recent[:, 0] - seed_us) / 1e6]),
-            np.concatenate([code_f[:cut], recent[:, 1]]),
-            np.concatenate([snr[:cut], recent[:, 2]]),
-            horizon_s,
-            REPEAT_SPREAD_S,
-            self.config.echo_level_margin_db,
-            peak[members],
-            prior_peak,
-            REPEAT_LEVEL_DB,
-            partner,
-        )
-        if np.isnan(snr[members]).any():
-            # Sensors that send no SNR: their level (one microphone, so the right "louder
-            # than") decides instead, for the members that have no SNR.
-            member_peak = np.where(np.isnan(snr[members]), peak[members], _NAN)
-            shadowed |= echo_shadowed(
-                times[members],
-                code_f[members],
-                member_peak,
-                np.concatenate([times[:cut], (recent[:, 0] - seed_us) / 1e6]),
-                np.concatenate([code_f[:cut], recent[:, 1]]),
-                prior_peak,
-                horizon_s,
-                REPEAT_SPREAD_S,
-                self.config.echo_level_margin_db,
-                peak[members],
-                prior_peak,
-                REPEAT_LEVEL_DB,
+        # the located round each earlier pulse belongs to (0: none, or pending)
+        origin = np.concatenate([np.zeros(cut), recent[:, 4]])
+        # only members of located rounds can be a repeat's partner
+        partner = origin > 0
+        prior_t = np.concatenate([times[:cut], (recent[:, 0] - seed_us) / 1e6])
+        prior_code = np.concatenate([code_f[:cut], recent[:, 1]])
+        prior_snr = np.concatenate([snr[:cut], recent[:, 2]])
+        member_snr = snr[members]
+        no_snr = np.isnan(member_snr)
+        member_peak = np.where(no_snr, peak[members], _NAN)
+        need = len(members) - self.config.min_sensors + 1  # shadowed members that reject
+        # An echo phantom is the image of ONE earlier sound (a reflector makes its echoes
+        # look like a source at the mirror point): its members are echoes of one located
+        # round, or of sounds not located (yet). Louder pulses of other located sources,
+        # which a sensor hears all the time in dense traffic, do not make a fit an echo.
+        shared = prior_code[:, None] == code_f[members][None, :]
+        candidates = [0.0, *sorted({
+            float(o) for o in origin[(origin > 0) & shared.any(1)]
+        })]
+        for source in candidates:
+            mine = origin == source
+            if np.unique(prior_code[mine & shared.any(1)]).size < need:
+                continue
+            shadowed = echo_shadowed(
+                times[members], code_f[members], member_snr, prior_t, prior_code,
+                np.where(mine, prior_snr, _NAN), horizon_s, REPEAT_SPREAD_S,
+                self.config.echo_level_margin_db, peak[members], prior_peak, REPEAT_LEVEL_DB,
                 partner,
             )
-        return int((~shadowed).sum()) < self.config.min_sensors
+            if no_snr.any():
+                # Sensors that send no SNR: their level (one microphone, so the right
+                # "louder than") decides instead, for the members that have no SNR.
+                shadowed |= echo_shadowed(
+                    times[members], code_f[members], member_peak, prior_t, prior_code,
+                    np.where(mine, prior_peak, _NAN), horizon_s, REPEAT_SPREAD_S,
+                    self.config.echo_level_margin_db, peak[members], prior_peak,
+                    REPEAT_LEVEL_DB, partner,
+                )
+            if int((~shadowed).sum()) < self.config.min_sensors:
+                return True
+        return False
 
     def _located(
         self,
@@ -790,8 +798,9 @@ class ZoneEngine:
                 ShotEvidence(evidence, len(evidence), fix.rms_s, round_intervals_s=())
             ).classification,
         )
+        self._rounds_located += 1
         for p in members:
-            self._decide(p.key, located=True)
+            self._decide(p.key, located=self._rounds_located)
         added = self._tracker.add_round(
             rnd, lambda inc: same_kind(inc.first.kind, rnd.kind)
         )
