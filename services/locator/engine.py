@@ -8,10 +8,12 @@ Time. Grouping depends only on detection data (arrival times, positions, tempera
 on when detections reached us. Wall clock (``now``, always passed in) only decides *when* a
 window may close: undecided pulses are decided earliest first, and the earliest one (the seed)
 is decided once ``now >= t_seed + travel + window_margin_s + ingest_lateness_s``, where
-``travel = min(farthest known sensor from the seed's sensor, max_range_m) / c`` — the last
-instant at which another pulse of the seed's source can arrive (see ``association``) — and
-not before ``ingest_lateness_s`` after the seed was received (a seed that reached us late
-still waits for the rest of its shot). A detection older than the last decided seed is late:
+``travel = max_range_m / c`` — the last instant at which another pulse of the seed's source
+can arrive (see ``association``) — and not before ``ingest_lateness_s`` after the seed was
+received (a seed that reached us late still waits for the rest of its shot). A window holds
+only the pulses received by its deadline, so which pulses form a round, and the incident id,
+depend on the pulses alone, not on how they were fetched, on a crash and a replay, or on
+which sensors the engine has heard of so far. A detection older than the last decided seed is late:
 it is counted and ignored.
 
 Bounded: at most ``config.max_pending`` undecided pulses (beyond that the oldest are decided
@@ -195,10 +197,6 @@ class ZoneEngine:
         self._sensors: dict[str, tuple[float, float, float]] = {}
         self._sensor_version = 0
         self._sensor_seen_us: dict[str, int] = {}
-        #: sensor code -> distance (uncapped) to the farthest known sensor, kept up to date as
-        #: sensors are first heard (why: re-measuring it whenever a zone heard a new sensor
-        #: cost more than the closes while zones warmed up).
-        self._reach: list[float] = []
         #: (the _order entry of the seed, sensor version, its deadline): the seed's deadline
         #: is asked for after every add and poll, and changes only with the seed or the array.
         self._seed_memo: tuple[tuple[int, str, str, _Pending], int, datetime] | None = None
@@ -233,6 +231,8 @@ class ZoneEngine:
         self._rounds_located = 0
         #: Seeds whose fit lost to a larger one through one of its members (also in ``noise``).
         self.cross_round = 0
+        #: Pulses left out of a window because received after its deadline (each time).
+        self.received_late = 0
         #: Located rounds merged into a round of their incident fired less than
         #: ``rules.MIN_ROUND_INTERVAL_S`` before or after it (one round located twice).
         self.rounds_merged = 0
@@ -278,11 +278,9 @@ class ZoneEngine:
             self._code_pos.append(pos_i)
             self._code_seen.append(t_us)
         if self._sensors.get(sid) != pos:
-            moved = sid in self._sensors
             self._sensors[sid] = pos
             self._code_pos[code] = pos_i
             self._sensor_version += 1
-            self._update_reach(code, moved)
         seen = self._sensor_seen_us.get(sid)
         self._sensor_seen_us[sid] = t_us if seen is None else max(seen, t_us)
         self._code_seen[code] = self._sensor_seen_us[sid]
@@ -394,27 +392,6 @@ class ZoneEngine:
         self._enu_cache[pos_i] = (n, enu)
         return enu
 
-    def _update_reach(self, code: int, moved: bool) -> None:
-        """Keep ``_reach`` exact after sensor ``code`` was first heard (or ``moved``)."""
-        xyz, code_pos = self._pos_xyz, self._code_pos
-        if moved:  # rare (a sensor re-surveyed): distances may have shrunk, measure all again
-            points = [xyz[i] for i in code_pos]
-            self._reach = [max(math.dist(a, b) for b in points) for a in points]
-            return
-        at = xyz[code_pos[code]]
-        far = 0.0
-        reach = self._reach
-        for other in range(len(reach)):
-            d = math.dist(at, xyz[code_pos[other]])
-            if d > reach[other]:
-                reach[other] = d
-            far = max(far, d)
-        reach.append(far)
-
-    def _reach_m(self, sensor_id: str) -> float:
-        """Distance from a sensor to the farthest known sensor, capped at max_range_m."""
-        return min(self._reach[self._sensor_code[sensor_id]], self.config.max_range_m)
-
     def _listening(self, table: np.ndarray, t_us: int) -> np.ndarray:
         """Positions (``table``'s frame) of sensors that reported within sensor_listening_s."""
         span = int(self.config.sensor_listening_s * 1e6)
@@ -433,7 +410,13 @@ class ZoneEngine:
         return deadline
 
     def _deadline(self, p: _Pending) -> datetime:
-        travel = self._reach_m(p.sensor_id) / self._c(p.temperature_c)
+        # The farthest any pulse of the seed's source can trail it: max_range_m / c, not the
+        # reach of the sensors known so far. Why: which pulses a window holds when it closes
+        # (those received by its deadline) must be a function of the pulses themselves. The
+        # known sensors are not: a successor re-reading a backlog after a crash, or an
+        # engine that has not yet heard every sensor, knows fewer, and would close earlier
+        # on fewer pulses than the live run did.
+        travel = self.config.max_range_m / self._c(p.temperature_c)
         wait = travel + self.config.window_margin_s + self.config.ingest_lateness_s
         physics = p.arrival_time + timedelta(seconds=wait)
         # A seed that reached us late (sensors posting what they heard during an outage, or
@@ -546,7 +529,21 @@ class ZoneEngine:
         self._closed_until_us = seed.t_us
         horizon = seed.t_us + int((self.config.max_range_m / _C_MIN + 1.0) * 1e6)
         hi = bisect.bisect_right(self._order, (horizon, "\uffff", "\uffff"))
-        pool = [entry[3] for entry in self._order[:hi]]  # pool[0] is the seed
+        # Only pulses received by the seed's deadline take part (the seed itself always):
+        # which pulses form a round is then a function of the pulses (their arrival and
+        # receipt times), not of how they were fetched. A live run closes the window at its
+        # deadline, before a pulse received later is read; a replay after a crash reads the
+        # backlog in large chunks and would otherwise see that pulse already pending. A
+        # pulse left out stays pending: a later fit of it at the same instant and place is
+        # the same round located twice, and is absorbed (rules.MIN_ROUND_INTERVAL_S).
+        cutoff = self._deadline(seed)
+        pool = [seed]
+        for entry in self._order[1:hi]:
+            p = entry[3]
+            if p.received <= cutoff:
+                pool.append(p)
+            else:
+                self.received_late += 1
         temps = [t for p in pool if (t := p.temperature_c) is not None]
         c = self._c(statistics.median(temps) if temps else None)
         found = self._associate(pool, c) if self._could_be_located(pool, c) else None
