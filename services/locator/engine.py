@@ -576,22 +576,35 @@ class ZoneEngine:
         pulse per sensor no two sources can share a sensor's pulses."""
         members = assoc.members.tolist()
         codes = {pool[i].code for i in members}
+        if self._tracker.has_open():
+            # Only a fit that would open an incident can be a phantom: one at an open
+            # incident's place is located where a source is (at worst with a mixed round).
+            frame = self._frame(pool[0].pos_i)
+            lat, lon, _ = frame.to_geodetic(assoc.fix.position)
+            reach = self.config.update_distance_m
+            if any(
+                haversine_m(loc.lat, loc.lon, float(lat), float(lon)) <= reach
+                for loc in (inc.location(self.config) for inc in self._tracker.open_incidents)
+            ):
+                return False
         if sum(1 for p in pool if p.code in codes) <= len(members):
             return False
         size = len(members)
         for i in sorted(members)[1:]:
             sub = pool[i:]
-            if len(sub) <= size or not self._could_be_located(sub, c):
+            # (a source heard by more sensors needs more sensors after the member)
+            if len({p.code for p in sub}) <= size or self._gate_sensors(sub, c) < size:
                 continue
-            alt = self._associate(sub, c, count_echoes=False)
-            if alt is not None and len(alt[0].members) > size:
+            alt = self._associate(sub, c, count_echoes=False, larger_than=size)
+            if alt is not None:
                 return True
         return False
 
     def _associate(
-        self, pool: list[_Pending], c: float, count_echoes: bool = True
+        self, pool: list[_Pending], c: float, count_echoes: bool = True, larger_than: int = 0
     ) -> tuple[Association, LocalFrame, np.ndarray] | None:
-        """The seed's (``pool[0]``) source, with the seed's frame and the pool's ENU, or None."""
+        """The seed's (``pool[0]``) source, with the seed's frame and the pool's ENU, or None
+        (also None if it has no more than ``larger_than`` members)."""
         seed = pool[0]
         frame = self._frame(seed.pos_i)
         table = self._enu_table(seed.pos_i)
@@ -606,7 +619,7 @@ class ZoneEngine:
             enu, times, codes, 0, c, self.config, known_sensors=self._listening(table, seed.t_us),
             repeat_of_open=repeat_of_open if self._tracker.has_open() else None,
         )
-        if assoc is None:
+        if assoc is None or len(assoc.members) <= larger_than:
             return None
         if self.config.reject_echo_fits and self._echo_fit(assoc, pool, times, codes, c):
             self.echoes += count_echoes
@@ -646,6 +659,22 @@ class ZoneEngine:
                 ):
                     return True
         return False
+
+    def _gate_sensors(self, pool: list[_Pending], c: float) -> int:
+        """How many sensors other than the seed's (``pool[0]``) have a pulse inside its
+        physical gate: a source through the seed has at most one more member."""
+        seed = pool[0]
+        xyz = self._pos_xyz
+        at = xyz[seed.pos_i]
+        cap = self.config.max_range_m
+        slack_s = self.config.association_tolerance_s + 1e-6
+        heard: set[int] = set()
+        for p in pool:
+            if p.code == seed.code or p.code in heard:
+                continue
+            if (p.t_us - seed.t_us) / 1e6 <= min(math.dist(at, xyz[p.pos_i]), cap) / c + slack_s:
+                heard.add(p.code)
+        return len(heard)
 
     def _could_be_located(self, pool: list[_Pending], c: float) -> bool:
         """False if fewer than ``min_sensors - 1`` other sensors have a pulse inside the seed's
@@ -724,6 +753,21 @@ class ZoneEngine:
         # look like a source at the mirror point): its members are echoes of one located
         # round, or of sounds not located (yet). Louder pulses of other located sources,
         # which a sensor hears all the time in dense traffic, do not make a fit an echo.
+        # Shadowing by one origin's pulses is shadowing by a subset of all of them: if all
+        # earlier pulses together leave enough members clear, no origin can reject the fit.
+        everything = echo_shadowed(
+            times[members], code_f[members], member_snr, prior_t, prior_code, prior_snr,
+            horizon_s, REPEAT_SPREAD_S, self.config.echo_level_margin_db, peak[members],
+            prior_peak, REPEAT_LEVEL_DB, partner,
+        )
+        if no_snr.any():
+            everything |= echo_shadowed(
+                times[members], code_f[members], member_peak, prior_t, prior_code, prior_peak,
+                horizon_s, REPEAT_SPREAD_S, self.config.echo_level_margin_db, peak[members],
+                prior_peak, REPEAT_LEVEL_DB, partner,
+            )
+        if int((~everything).sum()) >= self.config.min_sensors:
+            return False
         shared = prior_code[:, None] == code_f[members][None, :]
         candidates = [0.0, *sorted({
             float(o) for o in origin[(origin > 0) & shared.any(1)]
