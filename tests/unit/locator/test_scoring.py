@@ -263,18 +263,24 @@ def test_feature_columns_are_the_incident_features() -> None:
 
 
 def test_every_standardised_input_is_clipped_to_the_range_seen_in_training() -> None:
-    # A cadence no firearm or firework has (1 µs between rounds: an artefact of how pulses
-    # were split) must not swing the class: it scores as the most extreme cadence trained on.
+    # A cadence no firearm or firework has (a million rounds a day apart: an artefact of how
+    # rounds were joined) must not swing the class: it scores as the most extreme cadence
+    # trained on.
     model = packaged_model()
     names = [f.name for f in model.features]
     spec = model.features[names.index("log_interval")]
     assert math.isfinite(spec.low) and math.isfinite(spec.high)
-    artefact = IncidentFeatures(rounds=12, interval_median_s=1e-6, interval_cv=0.01)
+    artefact = IncidentFeatures(rounds=10**6, interval_median_s=1e5, interval_cv=0.01)
     x = model.inputs(artefact)
-    assert x[names.index("log_interval")] == spec.low
+    assert x[names.index("log_interval")] == spec.high
     for value, f in zip(x, model.features, strict=True):
         assert f.low <= value <= f.high
-    edge = replace(artefact, interval_median_s=10 ** (spec.low * spec.scale + spec.center))
+    rounds = model.features[names.index("log_rounds")]
+    assert x[names.index("log_rounds")] == rounds.high
+    edge = replace(
+        artefact, interval_median_s=10 ** (spec.high * spec.scale + spec.center),
+        rounds=round(2 ** (rounds.high * rounds.scale + rounds.center)),
+    )
     assert model.probabilities(artefact) == pytest.approx(model.probabilities(edge))
 
 
