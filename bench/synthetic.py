@@ -18,13 +18,20 @@ Figures (the last printed line is one JSON object):
 * ``fireworks_as_gunfire``: of the fireworks events that produced an incident, the share whose
   incident ended as ``gunfire`` (``fireworks_as_gunfire_or_probable`` also counts probable);
 * ``gunfire_called_gunfire``: of the detected gunfire events, share ending gunfire/probable;
+* ``rounds_exact``: of the detected gunfire events, share matched by exactly one incident whose
+  round count is the rounds fired;
 * ``median_error_m``: horizontal error of each located truth round (incident round within
   50 ms and 100 m); ``median_crb_m``: sqrt(trace) of the 2-D Cramér–Rao bound for the same
   round — TDOA Fisher information J = Hᵀ H / σ², H the Jacobian of arrival times wrt
   (x, y, t0) over the sensors whose direct arrival was reported (bad-clock sensors excluded),
   σ the simulated timing noise; ``error_to_crb``: median of per-round error / bound.
 
-Usage: ``python bench/synthetic.py [--hours 2] [--seed 1] [--density 12] [--features full]``.
+``--effects`` adds what real arrays do (``simulate.REAL_ARRAY_EFFECTS``: duplicate reports,
+later rounds at lower SNR, a shadowed part of the array); ``--dense`` adds ``dense_curve``:
+the detection rate of gunfire events at 0.5-6 shots per second in one zone, 60 s each.
+
+Usage: ``python bench/synthetic.py [--hours 2] [--seed 1] [--density 12] [--features full]
+[--effects] [--dense]``.
 """
 
 from __future__ import annotations
@@ -44,7 +51,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from services.locator.config import LocatorConfig
 from services.locator.engine import ZoneEngine
 from services.locator.scoring import packaged_model
-from services.locator.simulate import Scenario, build_array, mixed_traffic
+from services.locator.simulate import (
+    REAL_ARRAY_EFFECTS,
+    Scenario,
+    build_array,
+    mixed_traffic,
+)
 from shared.geo import LocalFrame, speed_of_sound
 from shared.schemas import IncidentRecord
 
@@ -118,6 +130,10 @@ def evaluate(sc: Scenario, incidents: Sequence[IncidentRecord], hours: float) ->
         if any(i.classification in ("gunfire", "probable_gunfire") for i in gun_hits[e.event_id])
     ]
     matched_gun_incidents = {i.incident_id for hits in gun_hits.values() for i in hits}
+    exact = [
+        e for e in detected
+        if len(gun_hits[e.event_id]) == 1 and gun_hits[e.event_id][0].rounds == len(e.times)
+    ]
 
     # phantom: no round near any truth source active at that time
     phantoms = 0
@@ -162,7 +178,7 @@ def evaluate(sc: Scenario, incidents: Sequence[IncidentRecord], hours: float) ->
                     err = float(np.linalg.norm(xy - src[e.event_id][:2]))
                     if err <= 100.0 and (best is None or err < best):
                         best = err
-            ids = heard.get((e.event_id, k), [])
+            ids = sorted(set(heard.get((e.event_id, k), [])))  # (a duplicate report: once)
             if best is None or len(ids) < 3:
                 continue
             bound = crb_xy_m(np.array([enu[s] for s in ids]), src[e.event_id], c, sc.timing_noise_s)
@@ -181,6 +197,7 @@ def evaluate(sc: Scenario, incidents: Sequence[IncidentRecord], hours: float) ->
         "incidents": len(incidents),
         "detection_rate": round(len(detected) / len(gun), 4) if gun else None,
         "gunfire_called_gunfire": round(len(called) / len(detected), 4) if detected else None,
+        "rounds_exact": round(len(exact) / len(detected), 4) if detected else None,
         "false_per_sensor_hour": round(phantoms / (n_sensors * hours), 5),
         "false_alerts_per_sensor_hour": round(false_alerts / (n_sensors * hours), 5),
         "fireworks_as_gunfire": round(fw_gun / len(fw_seen), 4) if fw_seen else None,
@@ -195,6 +212,30 @@ def evaluate(sc: Scenario, incidents: Sequence[IncidentRecord], hours: float) ->
     }
 
 
+#: Shots per second in one zone for the dense-traffic curve (a shootout across a block, a
+#: fireworks show: 2.5-6 /s), each for ``DENSE_SECONDS``.
+DENSE_RATES = (0.5, 1.0, 2.0, 2.5, 4.0, 6.0)
+DENSE_SECONDS = 60.0
+
+
+def dense_curve(array, seed: int, effects: bool) -> list[dict]:
+    """Detection rate of gunfire events (and rounds exact share) against shots per second."""
+    out = []
+    for rate in DENSE_RATES:
+        sc = mixed_traffic(
+            array, start=START, duration_s=DENSE_SECONDS, shots_per_hour=rate * 3600,
+            fireworks_per_hour=0.0, noise_per_sensor_hour=60.0,
+            rng=np.random.default_rng(seed + int(rate * 10)), other_per_hour=0.0,
+            effects=REAL_ARRAY_EFFECTS if effects else None,
+        )
+        figures = evaluate(sc, latest(replay(sc, array.sensors[0].zone)), DENSE_SECONDS / 3600)
+        row = {"shots_per_s": rate, "detection_rate": figures["detection_rate"],
+               "gunfire_events": figures["gunfire_events"]}
+        print(f"dense {rate}/s: {json.dumps(row)}")
+        out.append(row)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hours", type=float, default=2.0)
@@ -206,6 +247,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--fireworks-per-hour", type=float, default=20.0)
     ap.add_argument("--noise-per-sensor-hour", type=float, default=60.0)
     ap.add_argument("--features", choices=["full", "level_only", "none"], default="full")
+    ap.add_argument(
+        "--effects", action="store_true",
+        help="real-array effects: duplicate reports, later rounds at lower SNR, a shadowed "
+        "part of the array (simulate.REAL_ARRAY_EFFECTS)",
+    )
+    ap.add_argument(
+        "--dense", action="store_true",
+        help="also measure the dense-traffic curve (detection vs shots/s in one zone)",
+    )
     args = ap.parse_args(argv)
     array = build_array(density_per_sq_mi=args.density, area_sq_mi=args.area, seed=args.seed)
     sc = mixed_traffic(
@@ -219,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timing_noise_s=args.timing_noise,
         bad_clock_sensors=1,
         feature_mode=args.features,
+        effects=REAL_ARRAY_EFFECTS if args.effects else None,
     )
     t0 = time.perf_counter()
     records = replay(sc, array.sensors[0].zone)
@@ -227,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures["detections"] = len(sc.detections)
     figures["replay_s"] = round(elapsed, 2)
     figures["engine_dps"] = round(len(sc.detections) / elapsed, 1)  # detections/s, one core
+    if args.dense:
+        figures["dense_curve"] = dense_curve(array, args.seed, args.effects)
     print(
         f"{len(array.sensors)} sensors, {args.hours} h, {len(sc.detections)} detections "
         f"replayed in {elapsed:.1f} s: detected {figures['detection_rate']} of "

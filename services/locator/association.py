@@ -10,7 +10,8 @@ can have produced is known, and :func:`associate` decides the seed:
 1. **Gate** (physics): candidates are pulses at *other* sensors with
    ``0 <= t - t_seed <= min(|s - s_seed|, max_range) / c + tolerance``. A second pulse at the
    seed's own sensor (an echo) is never a candidate.
-2. **Consensus through the seed**: each pair of candidates at two more sensors, with the seed,
+2. **Consensus through the seed**: each pair of candidates (at the sensors nearest the
+   seed's) at two more sensors, with the seed,
    gives up to two exact sources (``solver.triple_hypotheses``); every hypothesis is scored
    by the truncated squared residual of the *best* pulse of each sensor (MSAC). Echoes,
    diffracted (late) arrivals, other rounds and unrelated noise simply fail to fit.
@@ -32,6 +33,7 @@ functions below are the reference and the fallback; both give the same answers.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -58,9 +60,12 @@ from services.locator.solver import (
 HEALTH_GATE_S = 0.25
 #: Most non-seed members used to re-check a fit without its seed.
 _GUARD_MEMBERS = 10
-#: Consensus pairs are drawn from this many earliest possible candidates (all pulses vote).
-#: Why: the hypothesis count grows with the square of the candidates, and a real source's
-#: pulses at the sensors nearest the seed's are among the first to follow it.
+#: Consensus pairs are drawn from this many possible candidates, those at the sensors
+#: nearest the seed's first (all pulses vote). Why: the hypothesis count grows with the
+#: square of the candidates; a real source's pulses at the sensors nearest the seed's follow
+#: it within the tightest physical gates (|Δt| <= separation / c), so in dense traffic (many
+#: sources' pulses in one window) they are the least diluted by other sources' pulses, where
+#: the earliest candidates would be those of whatever else was heard just after the seed.
 CONSENSUS_CANDIDATES = 24
 
 
@@ -153,6 +158,7 @@ def associate(
     c: float,
     config: LocatorConfig,
     known_sensors: NDArray | None = None,
+    repeat_of_open: Callable[[NDArray, NDArray[np.intp]], bool] | None = None,
 ) -> Association | None:
     """Decide the seed pulse: its source and the pulses that belong to it, or None (noise).
 
@@ -160,7 +166,9 @@ def associate(
     to any nearby instant), ``sensors`` (M,) integer sensor codes, ``seed`` index of the
     earliest pulse. ``known_sensors`` (K, 3) are the positions (same frame) of every sensor
     that was listening; if given, a fit that too many nearby listening sensors did not hear
-    is rejected (see :func:`heard_share`). Pure and deterministic; never raises.
+    is rejected (see :func:`heard_share`) unless ``repeat_of_open(source, member indices)``
+    says it repeats a round of an open incident (a later round, heard by fewer sensors: see
+    docs/locator-rules.md). Pure and deterministic (if ``repeat_of_open`` is); never raises.
 
     The decision runs compiled (``association_jit.CORE``) when numba is installed, else in
     numpy (:func:`_decide_numpy`); both take the same steps and give the same answers.
@@ -182,7 +190,9 @@ def associate(
         share = heard_share(
             th[:3] + offset, positions[pulses[used]], known_sensors, config.hearing_range_m
         )
-        if share < config.min_heard_share:
+        if share < config.min_heard_share and not (
+            repeat_of_open is not None and repeat_of_open(th[:3] + offset, pulses[used])
+        ):
             return None
     t_seed = float(times[seed])
     fix = finish(
@@ -253,8 +263,11 @@ def _decide_numpy(
     sen = sensors[pool]
     groups = _Groups(sen)
 
-    # pairs of (the earliest) possible candidates at two distinct sensors, mutually possible
-    early = np.flatnonzero(possible)[1 : CONSENSUS_CANDIDATES + 1]
+    # pairs of possible candidates at two distinct sensors, mutually possible: the candidates
+    # at the sensors nearest the seed's first (see CONSENSUS_CANDIDATES)
+    cand = np.flatnonzero(possible)[1:]
+    cand_sep = np.sqrt(pos[cand, 0] ** 2 + pos[cand, 1] ** 2 + pos[cand, 2] ** 2)
+    early = np.sort(cand[np.argsort(cand_sep, kind="stable")[:CONSENSUS_CANDIDATES]])
     if len(early) < 2:
         return None
     a, b = np.triu_indices(len(early), k=1)
@@ -427,6 +440,10 @@ def echo_shadowed(
     horizon_s: float,
     repeat_tol_s: float,
     level_margin_db: float = 0.0,
+    member_level: NDArray | None = None,
+    prior_level: NDArray | None = None,
+    repeat_level_db: float = math.inf,
+    prior_partner: NDArray | None = None,
 ) -> NDArray[np.bool_]:
     """Which members of a fit are probably echoes (reverberation) of an earlier, louder pulse.
 
@@ -439,12 +456,20 @@ def echo_shadowed(
     pulse could as well be a new source).
 
     Exception — a burst: the previous round fired from the *same place* precedes every member
-    by the *same* Δt (the round interval). An earlier pulse whose Δt is shared, within
-    ``repeat_tol_s``, by earlier pulses (of any loudness) at at least half of the members'
-    sensors (and at least three: enough to fix a source) marks the fit as a repeat of an
-    earlier round, not as its echo. (Half, not all: a sensor may have missed either round.
-    A mere three is not enough: a coincidental fit built from echoes can borrow a few direct
-    pulses of the next round, which trail the previous round by the round interval.)
+    by the *same* Δt (the round interval). A member with an earlier pulse (of any loudness)
+    whose Δt is shared, within ``repeat_tol_s`` (the physical spread of a true repeat, a few
+    ms: ``rules.REPEAT_SPREAD_S``), by earlier pulses at at least half of the members'
+    sensors (and at least three: enough to fix a source) is that round's repeat, never an
+    echo, whatever louder reverberation of the earlier round preceded it. A partner must be
+    as loud as the member (``*_level``: peak dB, NaN = unknown: no test) within
+    ``repeat_level_db``: the next round of one gun reaches a sensor at the same level along
+    the same path, while a reflection off a wall by the shooter trails by a common delay too
+    but is 6 dB or more weaker. ``prior_partner`` (bool per earlier pulse, None = all) says
+    which earlier pulses may be a repeat's partner: the engine passes the members of located
+    rounds, so that pieces of unlocated sounds cannot vouch for each other. (Half, not all:
+    a sensor may have missed either round. A mere three is not enough: a coincidental fit
+    built from echoes can borrow a few direct pulses of the next round, which trail the
+    previous round by the round interval.)
 
     Times in seconds (any common reference), sensors as comparable codes (earlier pulses at
     other sensors may be included: they never pair with a member). Pure; (M,) mask.
@@ -452,10 +477,16 @@ def echo_shadowed(
     Runs compiled (``association_jit.ECHO``) when numba is installed, else in numpy
     (:func:`_echo_shadowed_numpy`); both give the same mask.
     """
+    if member_level is None or prior_level is None:
+        member_level = np.full(len(member_times), np.nan)
+        prior_level = np.full(len(prior_times), np.nan)
+    if prior_partner is None:
+        prior_partner = np.ones(len(prior_times), bool)
     if ECHO is None or len(member_times) == 0 or len(prior_times) == 0:
         return _echo_shadowed_numpy(
             member_times, member_sensors, member_db, prior_times, prior_sensors, prior_db,
-            horizon_s, repeat_tol_s, level_margin_db,
+            horizon_s, repeat_tol_s, level_margin_db, member_level, prior_level,
+            repeat_level_db, prior_partner,
         )
     ms, ps = np.asarray(member_sensors), np.asarray(prior_sensors)
     if ms.dtype.kind != "f" or ps.dtype.kind != "f":
@@ -467,6 +498,8 @@ def echo_shadowed(
         np.ascontiguousarray(member_db, float), np.ascontiguousarray(prior_times, float),
         np.ascontiguousarray(ps, float), np.ascontiguousarray(prior_db, float),
         float(horizon_s), float(repeat_tol_s), float(level_margin_db),
+        np.ascontiguousarray(member_level, float), np.ascontiguousarray(prior_level, float),
+        float(repeat_level_db), np.ascontiguousarray(prior_partner, float),
     )
 
 
@@ -474,6 +507,8 @@ def _echo_shadowed_numpy(  # (echo_shadowed's parameters, in its order)
     member_times: NDArray, member_sensors: NDArray, member_db: NDArray,
     prior_times: NDArray, prior_sensors: NDArray, prior_db: NDArray,
     horizon_s: float, repeat_tol_s: float, level_margin_db: float = 0.0,
+    member_level: NDArray | None = None, prior_level: NDArray | None = None,
+    repeat_level_db: float = math.inf, prior_partner: NDArray | None = None,
 ) -> NDArray[np.bool_]:
     """:func:`echo_shadowed` in numpy (the reference the compiled kernel is tested against)."""
     mt = np.asarray(member_times, float)
@@ -490,16 +525,20 @@ def _echo_shadowed_numpy(  # (echo_shadowed's parameters, in its order)
     louder = timing & (pdb[None, :] >= mdb[:, None] - level_margin_db)
     if not louder.any():
         return np.zeros(len(mt), bool)
-    mi, pj = np.nonzero(louder)
-    d = delay[mi, pj]
-    ti, tj = np.nonzero(timing)
+    mlv = np.full(len(mt), np.nan) if member_level is None else np.asarray(member_level, float)
+    plv = np.full(len(pt), np.nan) if prior_level is None else np.asarray(prior_level, float)
+    # a repeat's partner is as loud (NaN: no test)
+    ok = np.ones(len(pt), bool) if prior_partner is None else np.asarray(prior_partner, bool)
+    partner = timing & ok[None, :] & ~(np.abs(mlv[:, None] - plv[None, :]) > repeat_level_db)
+    ti, tj = np.nonzero(partner)
     td = delay[ti, tj]
-    # members with an earlier pulse trailing by the same delay as each louder candidate
-    same = np.abs(d[:, None] - td[None, :]) <= repeat_tol_s  # (C, T)
-    sharing = np.zeros((len(d), len(mt)), bool)
+    # a member is a repeat if one of its delays is shared by enough members
+    same = np.abs(td[:, None] - td[None, :]) <= repeat_tol_s  # (T, T)
+    sharing = np.zeros((len(td), len(mt)), bool)
     rows, cols = np.nonzero(same)
     sharing[rows, ti[cols]] = True
-    repeat = sharing.sum(1) >= max(3, math.ceil(len(mt) / 2))
-    out = np.zeros(len(mt), bool)
-    out[mi[~repeat]] = True
+    round_delay = sharing.sum(1) >= max(3, math.ceil(len(mt) / 2))
+    repeat = np.zeros(len(mt), bool)
+    repeat[ti[round_delay]] = True
+    out = louder.any(1) & ~repeat
     return out

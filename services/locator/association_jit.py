@@ -477,13 +477,19 @@ def _associate_core(
             pos[k, a] = positions[i, a] - positions[seed, a]
         rho[k] = (times[i] - t_seed) * c
 
-    # pairs of (the earliest) possible candidates at two distinct sensors, mutually possible
-    early = np.empty(n_candidates, np.int64)
-    n_early = 0
+    # pairs of possible candidates at two distinct sensors, mutually possible: the
+    # candidates at the sensors nearest the seed's first (association.CONSENSUS_CANDIDATES)
+    cand = np.empty(n, np.int64)
+    cand_sep = np.empty(n)
+    n_cand = 0
     for k in range(1, n):
-        if possible[k] and n_early < n_candidates:
-            early[n_early] = k
-            n_early += 1
+        if possible[k]:
+            cand[n_cand] = k
+            cand_sep[n_cand] = math.sqrt(pos[k, 0] ** 2 + pos[k, 1] ** 2 + pos[k, 2] ** 2)
+            n_cand += 1
+    order = np.argsort(cand_sep[:n_cand], kind="mergesort")
+    n_early = min(n_cand, n_candidates)
+    early = np.sort(cand[:n_cand][order[:n_early]])
     if n_early < 2:
         return nothing
     n_pairs = n_early * (n_early - 1) // 2
@@ -554,6 +560,7 @@ def _associate_core(
 def _echo_shadowed_core(
     mt: np.ndarray, ms: np.ndarray, mdb: np.ndarray, pt: np.ndarray, ps: np.ndarray,
     pdb: np.ndarray, horizon_s: float, repeat_tol_s: float, level_margin_db: float,
+    mlv: np.ndarray, plv: np.ndarray, repeat_level_db: float, partner: np.ndarray,
 ) -> np.ndarray:
     """``association.echo_shadowed`` in loops (sensor codes as float64), same rules and floats.
 
@@ -572,29 +579,37 @@ def _echo_shadowed_core(
             if ms[k] == ps[j]:
                 d = mt[k] - pt[j]
                 if d > 1e-9 and d <= horizon_s:
-                    pair_k[t] = k
-                    pair_d[t] = d
-                    t += 1
-    if t == 0:
-        return out
+                    # a repeat's partner is as loud (same gun, same path); unknown: no test
+                    gap = abs(mlv[k] - plv[j])
+                    if partner[j] != 0.0 and not gap > repeat_level_db:
+                        pair_k[t] = k
+                        pair_d[t] = d
+                        t += 1
     need = max(3, math.ceil(m / 2))
+    # a member is a repeat if one of its delays is shared (within the tolerance) by enough
+    # members: it is the next round's direct sound, whatever louder sounds preceded it
+    repeat = np.zeros(m, np.bool_)
     sharing = np.zeros(m, np.bool_)
+    for a in range(t):
+        if repeat[pair_k[a]]:
+            continue
+        sharing[:] = False
+        for q in range(t):
+            if abs(pair_d[a] - pair_d[q]) <= repeat_tol_s:
+                sharing[pair_k[q]] = True
+        if sharing.sum() >= need:
+            repeat[pair_k[a]] = True
     for k in range(m):
+        if repeat[k]:
+            continue
         for j in range(p):
             if ms[k] != ps[j]:
                 continue
             d = mt[k] - pt[j]
             # louder (False where either loudness is NaN, as in numpy)
-            if not (d > 1e-9 and d <= horizon_s and pdb[j] >= mdb[k] - level_margin_db):
-                continue
-            if out[k]:
-                continue  # already shadowed: one non-repeat louder candidate suffices
-            sharing[:] = False
-            for q in range(t):
-                if abs(d - pair_d[q]) <= repeat_tol_s:
-                    sharing[pair_k[q]] = True
-            if sharing.sum() < need:
+            if d > 1e-9 and d <= horizon_s and pdb[j] >= mdb[k] - level_margin_db:
                 out[k] = True
+                break
     return out
 
 

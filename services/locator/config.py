@@ -23,7 +23,7 @@ class LocatorConfig:
     # --- association / window ------------------------------------------------------------
     #: A pulse is consistent with a source when |observed - predicted| arrival <= this (s).
     association_tolerance_s: float = 0.025
-    #: Added to the physics deadline (first arrival + travel to the farthest sensor), s.
+    #: Added to the physics deadline (first arrival + max_range_m / c), s.
     window_margin_s: float = 0.25
     #: Extra wall-clock wait for detections that reach us late (network, batching), s; a
     #: window also waits this long after its first pulse was received (a late shot).

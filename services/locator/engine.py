@@ -8,10 +8,12 @@ Time. Grouping depends only on detection data (arrival times, positions, tempera
 on when detections reached us. Wall clock (``now``, always passed in) only decides *when* a
 window may close: undecided pulses are decided earliest first, and the earliest one (the seed)
 is decided once ``now >= t_seed + travel + window_margin_s + ingest_lateness_s``, where
-``travel = min(farthest known sensor from the seed's sensor, max_range_m) / c`` — the last
-instant at which another pulse of the seed's source can arrive (see ``association``) — and
-not before ``ingest_lateness_s`` after the seed was received (a seed that reached us late
-still waits for the rest of its shot). A detection older than the last decided seed is late:
+``travel = max_range_m / c`` — the last instant at which another pulse of the seed's source
+can arrive (see ``association``) — and not before ``ingest_lateness_s`` after the seed was
+received (a seed that reached us late still waits for the rest of its shot). A window holds
+only the pulses received by its deadline, so which pulses form a round, and the incident id,
+depend on the pulses alone, not on how they were fetched, on a crash and a replay, or on
+which sensors the engine has heard of so far. A detection older than the last decided seed is late:
 it is counted and ignored.
 
 Bounded: at most ``config.max_pending`` undecided pulses (beyond that the oldest are decided
@@ -39,8 +41,21 @@ from services.locator.association import Association, associate, echo_shadowed
 from services.locator.config import LocatorConfig
 from services.locator.evidence import PulseEvidence, Score, ShotEvidence
 from services.locator.health import HealthTracker, SensorHealth
-from services.locator.incidents import Incident, IncidentTracker, LocatedRound, to_record
-from shared.geo import LocalFrame, geodetic_to_ecef, speed_of_sound
+from services.locator.incidents import (
+    Incident,
+    IncidentTracker,
+    LocatedRound,
+    same_kind,
+    to_record,
+)
+from services.locator.rules import (
+    MIN_ROUND_INTERVAL_S,
+    REPEAT_LEVEL_DB,
+    REPEAT_MIN_SHARED,
+    REPEAT_SPREAD_S,
+    SAME_ONSET_S,
+)
+from shared.geo import LocalFrame, geodetic_to_ecef, haversine_m, speed_of_sound
 from shared.schemas import DetectionRecord, IncidentEvent, IncidentRecord, detection_key
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -50,6 +65,9 @@ _POSITIONS_SLACK = 256
 #: Slowest speed of sound we plan for (about -50 °C): bounds the candidate time slice.
 _C_MIN = 299.0
 _NAN = float("nan")
+_SAME_ONSET_US = round(SAME_ONSET_S * 1e6)
+_MIN_ROUND_INTERVAL_US = round(MIN_ROUND_INTERVAL_S * 1e6)
+_REPEAT_SPREAD_US = round(REPEAT_SPREAD_S * 1e6)
 #: Sort key of pending pulses: their arrival time (µs), the order of ``_order`` and pools.
 _arrival_us = attrgetter("t_us")
 
@@ -171,17 +189,14 @@ class ZoneEngine:
         #: (why: the retained offset is asked for after every step that touched the zone).
         self._offsets: list[tuple[int, tuple[str, str]]] = []
         self._decided: dict[tuple[str, str], int] = {}  # key -> t_us, for dedup
-        #: Recently decided pulses (t_us, sensor code, snr_db or NaN), oldest first: the earlier
-        #: sounds that a later pulse may be an echo of (kept for one echo horizon).
-        self._recent: deque[tuple[int, int, float]] = deque()
+        #: Recently decided pulses (t_us, sensor code, snr_db, peak_db; NaN if not reported;
+        #: the serial of the located round it is a member of, else 0), oldest first: the
+        #: sounds a later pulse may be an echo or a repeat of (kept one echo horizon).
+        self._recent: deque[tuple[int, int, float, float, float]] = deque()
         self._closed_until_us: int | None = None
         self._sensors: dict[str, tuple[float, float, float]] = {}
         self._sensor_version = 0
         self._sensor_seen_us: dict[str, int] = {}
-        #: sensor code -> distance (uncapped) to the farthest known sensor, kept up to date as
-        #: sensors are first heard (why: re-measuring it whenever a zone heard a new sensor
-        #: cost more than the closes while zones warmed up).
-        self._reach: list[float] = []
         #: (the _order entry of the seed, sensor version, its deadline): the seed's deadline
         #: is asked for after every add and poll, and changes only with the seed or the array.
         self._seed_memo: tuple[tuple[int, str, str, _Pending], int, datetime] | None = None
@@ -210,6 +225,19 @@ class ZoneEngine:
         self._closes = 0
         #: Counters for the service's metrics.
         self.duplicates = 0
+        #: Reports dropped as a second report of one onset (``rules.SAME_ONSET_S``).
+        self.same_onset = 0
+        #: Rounds located so far (each round's serial, for the echo test's origins).
+        self._rounds_located = 0
+        #: Seeds whose fit lost to a larger one through one of its members (also in ``noise``).
+        self.cross_round = 0
+        #: Pulses left out of a window because received after its deadline (each time).
+        self.received_late = 0
+        #: Located rounds merged into a round of their incident fired less than
+        #: ``rules.MIN_ROUND_INTERVAL_S`` before or after it (one round located twice).
+        self.rounds_merged = 0
+        #: sensor code -> arrival times (µs) of its last few decided pulses (same-onset test).
+        self._decided_times: dict[int, deque[int]] = {}
         self.late = 0
         self.noise = 0
         #: Seeds whose fit was rejected as built from echoes (also counted in ``noise``).
@@ -228,6 +256,10 @@ class ZoneEngine:
             self.late += 1
             return
         sid = detection.sensor_id
+        f = detection.features
+        snr_db = _NAN if (snr := f.snr_db) is None else snr
+        if self._same_onset(key, t_us, snr_db, f.peak_db):
+            return
         pos = (detection.position.lat, detection.position.lon, detection.position.alt_m)
         pos_i = self._pos_index.get(pos)
         if pos_i is None:
@@ -246,24 +278,67 @@ class ZoneEngine:
             self._code_pos.append(pos_i)
             self._code_seen.append(t_us)
         if self._sensors.get(sid) != pos:
-            moved = sid in self._sensors
             self._sensors[sid] = pos
             self._code_pos[code] = pos_i
             self._sensor_version += 1
-            self._update_reach(code, moved)
         seen = self._sensor_seen_us.get(sid)
         self._sensor_seen_us[sid] = t_us if seen is None else max(seen, t_us)
         self._code_seen[code] = self._sensor_seen_us[sid]
         received_at = detection.received_at
-        f = detection.features
         pending = self._pending[key] = _Pending(
             key, offset, t_us, detection.arrival_time, received_at, pos_i, code,
             received_at if received_at <= now else now, detection.temperature_c, sid,
-            _NAN if (snr := f.snr_db) is None else snr,
+            snr_db,
             (f.peak_db, f.snr_db, f.rise_time_ms, f.duration_ms, f.spectral_centroid_hz),
         )
         bisect.insort(self._order, (t_us, sid, detection.detection_id, pending))
         heapq.heappush(self._offsets, (offset, key))
+
+    def _same_onset(
+        self, key: tuple[str, str], t_us: int, snr_db: float, peak_db: float | None
+    ) -> bool:
+        """True if ``key``'s pulse is one onset with another pulse of its sensor (within
+        ``rules.SAME_ONSET_S``) and loses to it: then it is dropped and counted.
+
+        Of two reports of one onset the better one stays whatever their order: higher SNR,
+        then higher level, then earlier, then the smaller detection id. A pending loser is
+        replaced; a decided pulse always stays (its round is out), so a re-report of it is
+        dropped. Why here: left in, the copy is located a second time as a "round"
+        milliseconds after the real one, doubling the round count and faking crackle.
+        """
+        sid = key[0]
+        span = _SAME_ONSET_US
+        code = self._sensor_code.get(sid)
+        if code is not None:
+            for t in self._decided_times.get(code, ()):
+                if abs(t - t_us) <= span:
+                    self.same_onset += 1
+                    self._decided[key] = t_us
+                    return True
+        order = self._order
+        i = bisect.bisect_left(order, (t_us - span,))
+        mine = (-math.inf if snr_db != snr_db else snr_db,
+                -math.inf if peak_db is None else peak_db, -t_us)
+        while i < len(order) and order[i][0] <= t_us + span:
+            entry = order[i]
+            i += 1
+            if entry[1] != sid:
+                continue
+            other = entry[3]
+            peak = other.features[0]
+            theirs = (-math.inf if other.snr_db != other.snr_db else other.snr_db,
+                      -math.inf if peak is None else peak, -other.t_us)
+            self.same_onset += 1
+            if theirs > mine or (theirs == mine and other.key < key):
+                self._decided[key] = t_us
+                return True
+            # the new report is the better one: the pending one is forgotten as its copy
+            del self._pending[other.key]
+            del order[i - 1]
+            self._decided[other.key] = other.t_us
+            self._seed_memo = None
+            return False
+        return False
 
     def _compact_positions(self) -> None:
         """Forget positions no pending pulse and no sensor uses (sensors that move or jitter).
@@ -317,27 +392,6 @@ class ZoneEngine:
         self._enu_cache[pos_i] = (n, enu)
         return enu
 
-    def _update_reach(self, code: int, moved: bool) -> None:
-        """Keep ``_reach`` exact after sensor ``code`` was first heard (or ``moved``)."""
-        xyz, code_pos = self._pos_xyz, self._code_pos
-        if moved:  # rare (a sensor re-surveyed): distances may have shrunk, measure all again
-            points = [xyz[i] for i in code_pos]
-            self._reach = [max(math.dist(a, b) for b in points) for a in points]
-            return
-        at = xyz[code_pos[code]]
-        far = 0.0
-        reach = self._reach
-        for other in range(len(reach)):
-            d = math.dist(at, xyz[code_pos[other]])
-            if d > reach[other]:
-                reach[other] = d
-            far = max(far, d)
-        reach.append(far)
-
-    def _reach_m(self, sensor_id: str) -> float:
-        """Distance from a sensor to the farthest known sensor, capped at max_range_m."""
-        return min(self._reach[self._sensor_code[sensor_id]], self.config.max_range_m)
-
     def _listening(self, table: np.ndarray, t_us: int) -> np.ndarray:
         """Positions (``table``'s frame) of sensors that reported within sensor_listening_s."""
         span = int(self.config.sensor_listening_s * 1e6)
@@ -356,7 +410,13 @@ class ZoneEngine:
         return deadline
 
     def _deadline(self, p: _Pending) -> datetime:
-        travel = self._reach_m(p.sensor_id) / self._c(p.temperature_c)
+        # The farthest any pulse of the seed's source can trail it: max_range_m / c, not the
+        # reach of the sensors known so far. Why: which pulses a window holds when it closes
+        # (those received by its deadline) must be a function of the pulses themselves. The
+        # known sensors are not: a successor re-reading a backlog after a crash, or an
+        # engine that has not yet heard every sensor, knows fewer, and would close earlier
+        # on fewer pulses than the live run did.
+        travel = self.config.max_range_m / self._c(p.temperature_c)
         wait = travel + self.config.window_margin_s + self.config.ingest_lateness_s
         physics = p.arrival_time + timedelta(seconds=wait)
         # A seed that reached us late (sensors posting what they heard during an outage, or
@@ -447,12 +507,21 @@ class ZoneEngine:
         if self._last_now is None or now > self._last_now:
             self._last_now = now
 
-    def _decide(self, key: tuple[str, str]) -> None:
+    def _decide(self, key: tuple[str, str], located: int = 0) -> None:
+        """Mark a pending pulse decided: ``located`` is the serial (>= 1) of the located round
+        it is a member of, 0 if none."""
         p = self._pending.pop(key)
         i = bisect.bisect_left(self._order, (p.t_us, *key))
         del self._order[i]
         self._decided[key] = p.t_us
-        self._recent.append((p.t_us, p.code, p.snr_db))
+        peak = p.features[0]
+        self._recent.append(
+            (p.t_us, p.code, p.snr_db, _NAN if peak is None else peak, float(located))
+        )
+        times = self._decided_times.get(p.code)
+        if times is None:
+            times = self._decided_times[p.code] = deque(maxlen=4)
+        times.append(p.t_us)
 
     def _close(self, seed: _Pending, now: datetime) -> list[_Decided]:
         """Decide the seed (the earliest pending pulse): locate its source or drop it."""
@@ -460,41 +529,152 @@ class ZoneEngine:
         self._closed_until_us = seed.t_us
         horizon = seed.t_us + int((self.config.max_range_m / _C_MIN + 1.0) * 1e6)
         hi = bisect.bisect_right(self._order, (horizon, "\uffff", "\uffff"))
-        pool = [entry[3] for entry in self._order[:hi]]  # pool[0] is the seed
+        # Only pulses received by the seed's deadline take part (the seed itself always):
+        # which pulses form a round is then a function of the pulses (their arrival and
+        # receipt times), not of how they were fetched. A live run closes the window at its
+        # deadline, before a pulse received later is read; a replay after a crash reads the
+        # backlog in large chunks and would otherwise see that pulse already pending. A
+        # pulse left out stays pending: a later fit of it at the same instant and place is
+        # the same round located twice, and is absorbed (rules.MIN_ROUND_INTERVAL_S).
+        cutoff = self._deadline(seed)
+        pool = [seed]
+        for entry in self._order[1:hi]:
+            p = entry[3]
+            if p.received <= cutoff:
+                pool.append(p)
+            else:
+                self.received_late += 1
         temps = [t for p in pool if (t := p.temperature_c) is not None]
         c = self._c(statistics.median(temps) if temps else None)
         found = self._associate(pool, c) if self._could_be_located(pool, c) else None
+        if found is not None and self._explained_better(found[0], pool, c):
+            self.cross_round += 1
+            found = None
         records: list[_Decided] = []
         if found is None:
             self.noise += 1
             self._decide(seed.key)
         else:
             assoc, frame, enu = found
-            records.append(self._located(assoc, pool, frame, seed, enu, now))
+            decided = self._located(assoc, pool, frame, seed, enu, now)
+            if decided is not None:
+                records.append(decided)
         self._expire_by_event_time(seed.t_us, c)
         if self._closes % 64 == 0:
             self._decided = {k: t for k, t in self._decided.items() if t >= seed.t_us}
         return records
 
+    def _explained_better(self, assoc: Association, pool: list[_Pending], c: float) -> bool:
+        """True if a member of the seed's fit, taken as the seed of the pulses from it on,
+        belongs to a source that more sensors heard: the largest consistent explanation wins.
+
+        Why: in a burst or a fireworks show, an echo plus direct pulses of other rounds can be
+        consistent with one point hundreds of metres away, and deciding seeds earliest first
+        would let that phantom consume pulses of the true rounds (which then go unlocated).
+        A true round's member, re-seeded, finds at most the rest of its own round. Only where
+        some member's sensor holds another pulse in the window (a busy window): with one
+        pulse per sensor no two sources can share a sensor's pulses."""
+        members = assoc.members.tolist()
+        codes = {pool[i].code for i in members}
+        if self._tracker.has_open():
+            # Only a fit that would open an incident can be a phantom: one at an open
+            # incident's place is located where a source is (at worst with a mixed round).
+            frame = self._frame(pool[0].pos_i)
+            lat, lon, _ = frame.to_geodetic(assoc.fix.position)
+            reach = self.config.update_distance_m
+            if any(
+                haversine_m(loc.lat, loc.lon, float(lat), float(lon)) <= reach
+                for loc in (inc.location(self.config) for inc in self._tracker.open_incidents)
+            ):
+                return False
+        if sum(1 for p in pool if p.code in codes) <= len(members):
+            return False
+        size = len(members)
+        for i in sorted(members)[1:]:
+            sub = pool[i:]
+            # (a source heard by more sensors needs more sensors after the member)
+            if len({p.code for p in sub}) <= size or self._gate_sensors(sub, c) < size:
+                continue
+            alt = self._associate(sub, c, count_echoes=False, larger_than=size)
+            if alt is not None:
+                return True
+        return False
+
     def _associate(
-        self, pool: list[_Pending], c: float
+        self, pool: list[_Pending], c: float, count_echoes: bool = True, larger_than: int = 0
     ) -> tuple[Association, LocalFrame, np.ndarray] | None:
-        """The seed's (``pool[0]``) source, with the seed's frame and the pool's ENU, or None."""
+        """The seed's (``pool[0]``) source, with the seed's frame and the pool's ENU, or None
+        (also None if it has no more than ``larger_than`` members)."""
         seed = pool[0]
         frame = self._frame(seed.pos_i)
         table = self._enu_table(seed.pos_i)
         enu = table[[p.pos_i for p in pool]]
         times = (np.array([p.t_us for p in pool], np.int64) - seed.t_us) / 1e6
         codes = np.array([p.code for p in pool])
+
+        def repeat_of_open(source: np.ndarray, members: np.ndarray) -> bool:
+            return self._repeats_open_round(pool, frame, source, members)
+
         assoc = associate(
-            enu, times, codes, 0, c, self.config, known_sensors=self._listening(table, seed.t_us)
+            enu, times, codes, 0, c, self.config, known_sensors=self._listening(table, seed.t_us),
+            repeat_of_open=repeat_of_open if self._tracker.has_open() else None,
         )
-        if assoc is None:
+        if assoc is None or len(assoc.members) <= larger_than:
             return None
         if self.config.reject_echo_fits and self._echo_fit(assoc, pool, times, codes, c):
-            self.echoes += 1
+            self.echoes += count_echoes
             return None
         return assoc, frame, enu
+
+    def _repeats_open_round(
+        self, pool: list[_Pending], frame: LocalFrame, source: np.ndarray, members: np.ndarray
+    ) -> bool:
+        """True if the fit (``source`` in ``frame``, ``members`` indices into ``pool``) is a
+        later round of an open incident: at the incident's place, and its arrivals trail those
+        of one of the incident's rounds by one common delay (within ``rules.REPEAT_SPREAD_S``,
+        at least ``rules.MIN_ROUND_INTERVAL_S``) at every sensor, and at least
+        ``rules.REPEAT_MIN_SHARED`` sensors, that heard both.
+
+        Why: the reverberation of a round raises the noise floor for the next, and a sensor
+        behind a building may hear only the first, so a later round can be heard by far fewer
+        of the nearby sensors than the heard-share test asks; a source that repeats a located
+        round's whole arrival pattern, shifted in time, is that source firing again."""
+        lat, lon, _ = frame.to_geodetic(source)
+        arrivals = {pool[i].sensor_id: pool[i].t_us for i in members.tolist()}
+        seed_at = pool[0].arrival_time
+        reach = timedelta(seconds=self.config.update_window_s + self.config.max_range_m / _C_MIN)
+        for inc in self._tracker.open_incidents:
+            if not inc.last_shot_time - reach <= seed_at <= inc.last_shot_time + reach:
+                continue
+            loc = inc.location(self.config)
+            far = haversine_m(loc.lat, loc.lon, float(lat), float(lon))
+            if far > self.config.update_distance_m:
+                continue
+            for rnd in inc.rounds:
+                delays = [arrivals[s] - t for s, t in rnd.arrivals if s in arrivals]
+                if (
+                    len(delays) >= REPEAT_MIN_SHARED
+                    and min(delays) >= _MIN_ROUND_INTERVAL_US
+                    and max(delays) - min(delays) <= _REPEAT_SPREAD_US
+                ):
+                    return True
+        return False
+
+    def _gate_sensors(self, pool: list[_Pending], c: float) -> int:
+        """How many sensors other than the seed's (``pool[0]``) have a pulse inside its
+        physical gate: a source through the seed has at most one more member."""
+        seed = pool[0]
+        xyz = self._pos_xyz
+        at = xyz[seed.pos_i]
+        cap = self.config.max_range_m
+        slack_s = self.config.association_tolerance_s + 1e-6
+        heard: set[int] = set()
+        for p in pool:
+            if p.code == seed.code or p.code in heard:
+                continue
+            if (p.t_us - seed.t_us) / 1e6 <= min(math.dist(at, xyz[p.pos_i]), cap) / c + slack_s:
+                heard.add(p.code)
+        return len(heard)
 
     def _could_be_located(self, pool: list[_Pending], c: float) -> bool:
         """False if fewer than ``min_sensors - 1`` other sensors have a pulse inside the seed's
@@ -550,24 +730,70 @@ class ZoneEngine:
         # member), as arrays: (t_us, code, snr_db) rows are exact floats (epoch microseconds
         # are below 2**53), and the seconds after the seed are those of ``times``.
         recent = np.fromiter(
-            itertools.chain.from_iterable(self._recent), float, 3 * len(self._recent)
-        ).reshape(-1, 3)
+            itertools.chain.from_iterable(self._recent), float, 5 * len(self._recent)
+        ).reshape(-1, 5)
         # Codes and loudness of the pool up to its last member, built once for both sides.
         upto = max(cut, int(members.max()) + 1)
         code_f = codes[:upto].astype(float)
         snr = np.array([p.snr_db for p in pool[:upto]])
-        shadowed = echo_shadowed(
-            times[members],
-            code_f[members],
-            snr[members],
-            np.concatenate([times[:cut], (recent[:, 0] - seed_us) / 1e6]),
-            np.concatenate([code_f[:cut], recent[:, 1]]),
-            np.concatenate([snr[:cut], recent[:, 2]]),
-            horizon_s,
-            2 * self.config.association_tolerance_s,
-            self.config.echo_level_margin_db,
+        peak = np.array([_NAN if (v := p.features[0]) is None else v for p in pool[:upto]])
+        prior_peak = np.concatenate([peak[:cut], recent[:, 3]])
+        # the located round each earlier pulse belongs to (0: none, or pending)
+        origin = np.concatenate([np.zeros(cut), recent[:, 4]])
+        # only members of located rounds can be a repeat's partner
+        partner = origin > 0
+        prior_t = np.concatenate([times[:cut], (recent[:, 0] - seed_us) / 1e6])
+        prior_code = np.concatenate([code_f[:cut], recent[:, 1]])
+        prior_snr = np.concatenate([snr[:cut], recent[:, 2]])
+        member_snr = snr[members]
+        no_snr = np.isnan(member_snr)
+        member_peak = np.where(no_snr, peak[members], _NAN)
+        need = len(members) - self.config.min_sensors + 1  # shadowed members that reject
+        # An echo phantom is the image of ONE earlier sound (a reflector makes its echoes
+        # look like a source at the mirror point): its members are echoes of one located
+        # round, or of sounds not located (yet). Louder pulses of other located sources,
+        # which a sensor hears all the time in dense traffic, do not make a fit an echo.
+        # Shadowing by one origin's pulses is shadowing by a subset of all of them: if all
+        # earlier pulses together leave enough members clear, no origin can reject the fit.
+        everything = echo_shadowed(
+            times[members], code_f[members], member_snr, prior_t, prior_code, prior_snr,
+            horizon_s, REPEAT_SPREAD_S, self.config.echo_level_margin_db, peak[members],
+            prior_peak, REPEAT_LEVEL_DB, partner,
         )
-        return int((~shadowed).sum()) < self.config.min_sensors
+        if no_snr.any():
+            everything |= echo_shadowed(
+                times[members], code_f[members], member_peak, prior_t, prior_code, prior_peak,
+                horizon_s, REPEAT_SPREAD_S, self.config.echo_level_margin_db, peak[members],
+                prior_peak, REPEAT_LEVEL_DB, partner,
+            )
+        if int((~everything).sum()) >= self.config.min_sensors:
+            return False
+        shared = prior_code[:, None] == code_f[members][None, :]
+        candidates = [0.0, *sorted({
+            float(o) for o in origin[(origin > 0) & shared.any(1)]
+        })]
+        for source in candidates:
+            mine = origin == source
+            if np.unique(prior_code[mine & shared.any(1)]).size < need:
+                continue
+            shadowed = echo_shadowed(
+                times[members], code_f[members], member_snr, prior_t, prior_code,
+                np.where(mine, prior_snr, _NAN), horizon_s, REPEAT_SPREAD_S,
+                self.config.echo_level_margin_db, peak[members], prior_peak, REPEAT_LEVEL_DB,
+                partner,
+            )
+            if no_snr.any():
+                # Sensors that send no SNR: their level (one microphone, so the right
+                # "louder than") decides instead, for the members that have no SNR.
+                shadowed |= echo_shadowed(
+                    times[members], code_f[members], member_peak, prior_t, prior_code,
+                    np.where(mine, prior_peak, _NAN), horizon_s, REPEAT_SPREAD_S,
+                    self.config.echo_level_margin_db, peak[members], prior_peak,
+                    REPEAT_LEVEL_DB, partner,
+                )
+            if int((~shadowed).sum()) < self.config.min_sensors:
+                return True
+        return False
 
     def _located(
         self,
@@ -577,7 +803,7 @@ class ZoneEngine:
         seed: _Pending,
         enu: np.ndarray,
         now: datetime,
-    ) -> _Decided:
+    ) -> _Decided | None:
         fix = assoc.fix
         members = [pool[i] for i in assoc.members]
         lat, lon, alt = frame.to_geodetic(fix.position)
@@ -608,10 +834,21 @@ class ZoneEngine:
             first_received_at=min(p.received_at for p in members),
             offsets=tuple(p.offset for p in members),
             evidence=evidence,
+            arrivals=tuple((p.sensor_id, p.t_us) for p in members),
+            kind=self._scorer(
+                ShotEvidence(evidence, len(evidence), fix.rms_s, round_intervals_s=())
+            ).classification,
         )
+        self._rounds_located += 1
         for p in members:
-            self._decide(p.key)
-        inc, event = self._tracker.add_round(rnd)
+            self._decide(p.key, located=self._rounds_located)
+        added = self._tracker.add_round(
+            rnd, lambda inc: same_kind(inc.first.kind, rnd.kind)
+        )
+        if added is None:
+            self.rounds_merged += 1
+            return None
+        inc, event = added
         return _Decided(inc, event, evidence, fix.rms_s, now)
 
     def _record(self, decided: _Decided) -> IncidentRecord:

@@ -194,7 +194,14 @@ def fit(rows: Sequence[LabelledIncident], base: ScoringModel) -> ScoringModel:
         specs.append(FeatureSpec(name, float(np.mean(means)), scale if scale > 1e-9 else 1.0))
     center = np.array([s.center for s in specs])
     scale = np.array([s.scale for s in specs])
-    x = np.nan_to_num((raw - center) / scale, nan=0.0)
+    standard = (raw - center) / scale
+    # the range each input was seen in: scoring clips to it (never extrapolates)
+    specs = [
+        replace(spec, low=float(np.nanmin(col)), high=float(np.nanmax(col)))
+        if np.isfinite(col).any() else spec
+        for spec, col in zip(specs, standard.T, strict=True)
+    ]
+    x = np.nan_to_num(standard, nan=0.0)
     held = [j for j, name in enumerate(names) if name in base.neutral]
     x[:, held] = 0.0  # neutral inputs carry no evidence: their weights fit to exactly 0
     sample_w = (

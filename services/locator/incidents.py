@@ -1,8 +1,10 @@
 """Located rounds -> incidents: deterministic ids, versions and burst updates (pure).
 
-* A round joins an open incident of the zone if it was fired within ``update_window_s`` of the
-  incident's latest round and within ``update_distance_m`` of its location; the incident gets
-  a new version (same id). Otherwise it opens a new incident.
+* A round joins an open incident of the zone if the locator attributes it to the same source
+  (fired within ``update_window_s`` of the incident's latest round, within
+  ``update_distance_m``, of no other kind: see :meth:`IncidentTracker.add_round`); the
+  incident gets a new version (same id). Otherwise it opens a new incident. A "round" closer
+  than a firearm's cycle to one the incident has is that round located twice: absorbed.
 * ``incident_id`` is a UUIDv5 of the zone and the sorted detection keys of the first round, so
   re-processing the same detections after a crash yields the same id, and (processing being
   deterministic) the same versions: a downstream consumer drops the duplicates by
@@ -16,7 +18,7 @@ import bisect
 import itertools
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -24,12 +26,15 @@ import numpy as np
 
 from services.locator.config import LocatorConfig
 from services.locator.evidence import PulseEvidence, Score
+from services.locator.rules import MIN_ROUND_INTERVAL_S
 from services.locator.solver import ellipse95
 from shared.geo import LocalFrame, haversine_m
 from shared.schemas import IncidentEvent, IncidentLocation, IncidentRecord, Round
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+
+_MIN_ROUND_INTERVAL = timedelta(seconds=MIN_ROUND_INTERVAL_S)
 
 #: Namespace of incident ids (fixed forever: changing it changes every id).
 INCIDENT_NAMESPACE = uuid.UUID("6f1d3c2e-5b7a-4c1e-9a40-5d0f7c8b2a11")
@@ -73,6 +78,12 @@ class LocatedRound:
     first_received_at: datetime
     offsets: tuple[int, ...]
     evidence: tuple[PulseEvidence, ...]
+    #: (sensor_id, arrival µs since the epoch) of every member pulse: the arrival pattern a
+    #: later round of the same source repeats, shifted by the round interval.
+    arrivals: tuple[tuple[str, int], ...] = ()
+    #: The round's class scored by itself (its pulses, no cadence): what kind of source it is
+    #: on its own evidence (None = not scored).
+    kind: str | None = None
 
 
 class _Combination:
@@ -187,6 +198,10 @@ class Incident:
             bisect.insort(shot_us, (r.shot_time - _EPOCH) // _US)
         return tuple((b - a) / 1e6 for a, b in itertools.pairwise(shot_us))
 
+    def has_round_near(self, shot_time: datetime, within: timedelta) -> bool:
+        """True if a round of the incident was fired less than ``within`` from ``shot_time``."""
+        return any(abs(r.shot_time - shot_time) < within for r in self.rounds)
+
     def min_offset(self) -> int:
         """The smallest offset of any round's detections (kept as rounds are appended)."""
         cached = self._min_offset
@@ -209,6 +224,9 @@ class IncidentTracker:
         #: (oldest last_shot_time, lowest offset) over the open incidents, None when stale:
         #: asked after every detection and every close, changed only by a located round.
         self._summary: tuple[datetime, int] | None = None
+
+    def has_open(self) -> bool:
+        return bool(self._open)
 
     @property
     def open_incidents(self) -> list[Incident]:
@@ -237,8 +255,22 @@ class IncidentTracker:
             )
         return self._summary
 
-    def add_round(self, rnd: LocatedRound) -> tuple[Incident, IncidentEvent]:
-        """Attach the round to the nearest matching open incident, or open a new one."""
+    def add_round(
+        self, rnd: LocatedRound, same_kind: Callable[[Incident], bool] | None = None
+    ) -> tuple[Incident, IncidentEvent] | None:
+        """Attach the round to the nearest open incident of the same source, or open a new one;
+        None if the round is one the incident already has (see below).
+
+        Same source (an update may only add rounds of the source it reports):
+        * fired within ``update_window_s`` of the incident's latest round;
+        * at its place: within ``update_distance_m`` of its location;
+        * ``same_kind(incident)`` (if given) is true: the engine's check that a round by
+          itself is not of another kind than what the incident was published as.
+        A round fired less than ``rules.MIN_ROUND_INTERVAL_S`` from one of the matching
+        incident's rounds is that round located twice (no firearm cycles so fast): it is
+        absorbed (None), not counted as one more round. Not where either is by itself
+        fireworks: a crackling string pops faster than any firearm cycles.
+        """
         window = self._window
         best: tuple[float, str] | None = None
         for inc in self._open.values():
@@ -247,14 +279,22 @@ class IncidentTracker:
             loc = inc.location(self._config)
             dist = haversine_m(loc.lat, loc.lon, rnd.lat, rnd.lon)
             near = dist <= self._config.update_distance_m
-            if near and (best is None or (dist, inc.incident_id) < best):
+            if (
+                near
+                and (best is None or (dist, inc.incident_id) < best)
+                and (same_kind is None or same_kind(inc))
+            ):
                 best = (dist, inc.incident_id)
-        self._summary = None  # a round changes an incident's last shot and offsets
         if best is not None:
             inc = self._open[best[1]]
+            firework = "fireworks" in (rnd.kind, inc.first.kind)
+            if not firework and inc.has_round_near(rnd.shot_time, _MIN_ROUND_INTERVAL):
+                return None
+            self._summary = None  # a round changes an incident's last shot and offsets
             inc.rounds.append(rnd)
             inc.version += 1
             return inc, "updated"
+        self._summary = None
         inc = Incident(incident_id(self.zone, rnd.detection_keys), self.zone, 1, [rnd])
         self._open[inc.incident_id] = inc
         return inc, "created"
@@ -278,6 +318,19 @@ class IncidentTracker:
             del self._open[inc.incident_id]
         self._summary = None
         return gone
+
+
+#: Classes that say "a firearm"; "fireworks" says the opposite; "other" says neither.
+_GUNFIRE_KINDS = frozenset({"gunfire", "probable_gunfire"})
+
+
+def same_kind(incident_kind: str | None, round_kind: str | None) -> bool:
+    """False if an incident whose first round by itself is gunfire (or probable) is offered
+    a round that by itself is fireworks: another source, which must not turn an alerted
+    gunfire incident into fireworks (issue 22). The other way round is allowed: a fireworks
+    show's rounds vary, and one that alone looks like a shot is not split off as an alert
+    (its cadence is the show's). Unknown or "other" contradicts nothing."""
+    return not (incident_kind in _GUNFIRE_KINDS and round_kind == "fireworks")
 
 
 def to_record(

@@ -17,7 +17,10 @@ DETECTIONS_CONSUMED = Counter(
 DETECTIONS_IGNORED = Counter(
     "shotline_locator_detections_ignored_total",
     "Detections the engines ignored, by reason",
-    ["reason"],  # duplicate, late
+    # duplicate (same detection id), late, same_onset (a second report of one onset, within
+    # 1 ms at one sensor), round_merged (a located "round" within a firearm cycle, 30 ms, of
+    # one its incident has: one round located twice; counted per round, not per detection)
+    ["reason"],
     registry=REGISTRY,
 )
 INCIDENTS_PUBLISHED = Counter(

@@ -142,11 +142,16 @@ def transformed(features: IncidentFeatures, names: Sequence[str]) -> list[float 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One model input: its name (a key of :data:`TRANSFORMS`), neutral centre and scale."""
+    """One model input: its name (a key of :data:`TRANSFORMS`), neutral centre and scale, and
+    the range of its standardised value seen in training (``low``/``high``; a value outside
+    is clipped to it: a model says nothing about inputs it never saw, and a linear one would
+    extrapolate one artefact, e.g. a cadence nobody fires, into a certainty)."""
 
     name: str
     center: float
     scale: float
+    low: float = -math.inf
+    high: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -187,10 +192,11 @@ class ScoringModel:
 
     # ------------------------------------------------------------------ scoring
     def inputs(self, features: IncidentFeatures) -> list[float]:
-        """Centred, scaled inputs; a missing feature is 0 (neutral)."""
+        """Centred, scaled inputs, clipped to the training range; a missing feature is 0
+        (neutral)."""
         vals = transformed(features, [f.name for f in self.features])
         return [
-            0.0 if v is None else (v - f.center) / f.scale
+            0.0 if v is None else min(max((v - f.center) / f.scale, f.low), f.high)
             for v, f in zip(vals, self.features, strict=True)
         ]
 
@@ -237,7 +243,10 @@ class ScoringModel:
             "model_version": self.version,
             "classes": list(CLASSES),
             "features": [
-                {"name": f.name, "center": f.center, "scale": f.scale} for f in self.features
+                {"name": f.name, "center": f.center, "scale": f.scale}
+                | ({"low": f.low} if math.isfinite(f.low) else {})
+                | ({"high": f.high} if math.isfinite(f.high) else {})
+                for f in self.features
             ],
             "weights": {c: list(w) for c, w in zip(CLASSES, self.weights, strict=True)},
             "intercepts": dict(zip(CLASSES, self.intercepts, strict=True)),
@@ -337,7 +346,13 @@ def _parse(data: Any) -> ScoringModel:
         scale = _num(f.get("scale"), f"features[{i}].scale")
         if scale <= 0:
             raise ValueError(f"features[{i}].scale must be > 0")
-        specs.append(FeatureSpec(f["name"], _num(f.get("center"), f"features[{i}].center"), scale))
+        low = _num(f["low"], f"features[{i}].low") if "low" in f else -math.inf
+        high = _num(f["high"], f"features[{i}].high") if "high" in f else math.inf
+        if low > high:
+            raise ValueError(f"features[{i}]: low must be <= high")
+        specs.append(
+            FeatureSpec(f["name"], _num(f.get("center"), f"features[{i}].center"), scale, low, high)
+        )
     if len({s.name for s in specs}) != len(specs):
         raise ValueError("'features' lists a feature twice")
     weights, intercepts = data["weights"], data["intercepts"]

@@ -267,7 +267,8 @@ class _Zone:
     stale: bool = False  # added to / polled since the caches were refreshed
     polled: bool = False  # polled since: its retained offset may have moved up
     queued: float | None = None  # the deadline (POSIX s) of its live entry in the service's heap
-    ignored_seen: tuple[int, int] = (0, 0)  # engine.duplicates, engine.late already counted
+    #: engine.duplicates, .late, .same_onset, .rounds_merged already counted
+    ignored_seen: tuple[int, int, int, int] = (0, 0, 0, 0)
     health_changed: bool = False  # located a round since the last health check
 
     pending: int = 0  # undecided detections the engine held at the last refresh
@@ -997,13 +998,15 @@ class LocatorService:
             zone = self._engines.get(key)
             if zone is None:
                 continue
-            dup, late = zone.engine.duplicates, zone.engine.late
-            seen_dup, seen_late = zone.ignored_seen
-            if dup > seen_dup:
-                metrics.DETECTIONS_IGNORED.labels("duplicate").inc(dup - seen_dup)
-            if late > seen_late:
-                metrics.DETECTIONS_IGNORED.labels("late").inc(late - seen_late)
-            zone.ignored_seen = (dup, late)
+            engine = zone.engine
+            counts = (engine.duplicates, engine.late, engine.same_onset, engine.rounds_merged)
+            for reason, now_count, seen in zip(
+                ("duplicate", "late", "same_onset", "round_merged"), counts, zone.ignored_seen,
+                strict=True,
+            ):
+                if now_count > seen:
+                    metrics.DETECTIONS_IGNORED.labels(reason).inc(now_count - seen)
+            zone.ignored_seen = counts
             if zone.health_changed:
                 self._health_pending.add(key)
             zone.health_changed = False

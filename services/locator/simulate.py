@@ -28,7 +28,7 @@ microsecond (the wire resolution).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -217,6 +217,61 @@ class HeardPulse:
     round_index: int = 0
 
 
+@dataclass(frozen=True)
+class ArrayEffects:
+    """What real arrays do that the plain model leaves out (issue 21); all off by default,
+    and with none of them the random draws are exactly those of the plain model.
+
+    * ``duplicate_prob``: a sensor reports a pulse twice, the copy 0-1 ms later under a new
+      detection id and 0-1 dB apart (a resend after a lost response, a firmware re-trigger).
+    * ``reverb_db``: round k >= 1 of a burst arrives at the same level over a noise floor
+      raised by the earlier rounds' reverberation: its SNR falls by ``reverb_db`` per earlier
+      round (at most three), so fewer sensors hear the later rounds.
+    * ``shadow_share`` / ``shadow_db``: a share of the array, one side of it as seen from the
+      source (a hill, a block of tall buildings), is ``shadow_db`` quieter for every round.
+    Gunfire rounds are always ordered and at least one firearm cycle apart
+    (``gunfire_times``: gaps of 50 ms and more, above ``rules.MIN_ROUND_INTERVAL_S``).
+    """
+
+    duplicate_prob: float = 0.0
+    reverb_db: float = 0.0
+    shadow_share: float = 0.0
+    shadow_db: float = 15.0
+
+
+#: The effects ``bench/synthetic.py --effects`` turns on.
+REAL_ARRAY_EFFECTS = ArrayEffects(duplicate_prob=0.05, reverb_db=4.0, shadow_share=0.3)
+
+
+def _shadowed(w: _World, src: NDArray) -> NDArray[np.bool_]:
+    """Sensors on one side of the source (a random bearing), ``shadow_share`` of the array."""
+    eff = w.effects
+    assert eff is not None
+    bearing = w.rng.uniform(0.0, 2 * np.pi)
+    rel = w.enu[:, :2] - src[:2]
+    along = rel @ np.array([np.cos(bearing), np.sin(bearing)])
+    cut = np.quantile(along, 1.0 - eff.shadow_share) if len(along) else 0.0
+    return along > cut
+
+
+def _with_duplicates(w: _World, pulses: list[HeardPulse]) -> list[HeardPulse]:
+    """``pulses`` plus, for a share of them, a second report of the same onset."""
+    eff = w.effects
+    assert eff is not None
+    out: list[HeardPulse] = []
+    for p in pulses:
+        out.append(p)
+        if p.path != "echo" and w.rng.random() < eff.duplicate_prob:
+            lag = float(w.rng.uniform(0.0, 0.001))
+            shift = float(w.rng.uniform(-1.0, 1.0))
+            out.append(replace(
+                p, t_s=p.t_s + lag, true_t_s=p.true_t_s + lag,
+                peak_db=None if p.peak_db is None else min(p.peak_db + shift, SENSOR_CLIP_DB),
+                snr_db=None if p.snr_db is None else p.snr_db + shift,
+            ))
+    return out
+
+
 @dataclass
 class _World:
     """Mutable per-scenario state: the array in ENU plus per-sensor properties."""
@@ -232,6 +287,7 @@ class _World:
     feature_mode: FeatureMode
     echo_prob: float = 0.0
     diffraction_prob: float = 0.0
+    effects: ArrayEffects | None = None
     pulses: list[HeardPulse] = field(default_factory=list)
     truth: list[TruthEvent] = field(default_factory=list)
 
@@ -346,6 +402,9 @@ def _emit(
     shadow = np.where(blocked, rng.uniform(5.0, 20.0, n), 0.0)
     diffracted = blocked & (rng.random(n) < w.diffraction_prob)
     late_s = np.where(diffracted, rng.uniform(0.003, 0.04, n), 0.0)
+    eff = w.effects
+    if eff is not None and eff.shadow_share > 0:
+        shadow = shadow + np.where(_shadowed(w, src), eff.shadow_db, 0.0)
     out: list[HeardPulse] = []
     for r, t0 in enumerate(times_s):
         level = (
@@ -356,6 +415,8 @@ def _emit(
             + rng.normal(0.0, 1.5, n)
         )
         snr = level - w.noise_floor
+        if eff is not None and eff.reverb_db > 0:
+            snr = snr - eff.reverb_db * min(r, 3)
         heard = (snr >= MIN_SNR_DB) & (d <= MAX_RANGE_M) & (rng.random(n) >= MISS_PROB)
         idx = np.flatnonzero(heard)
         true_t = t0 + d[idx] / w.c + late_s[idx] + rng.normal(0, w.timing_noise_s, len(idx))
@@ -370,6 +431,8 @@ def _emit(
             )
             if rng.random() < w.echo_prob:
                 out.extend(_echoes(w, out[-1], level[i]))
+    if eff is not None and eff.duplicate_prob > 0:
+        out = _with_duplicates(w, out)
     return out
 
 
@@ -586,16 +649,19 @@ def mixed_traffic(
     diffraction_prob: float = 0.1,
     bad_clock_sensors: int = 0,
     feature_mode: FeatureMode = "full",
+    effects: ArrayEffects | None = None,
 ) -> Scenario:
     """A long stream: Poisson gunfire incidents (40 % single shots, else bursts of 2–8),
     fireworks, other impulsive sources and per-sensor noise, with echoes, diffraction and
-    optionally sensors with a bad clock. Raises ValueError on a non-positive duration."""
+    optionally sensors with a bad clock and the ``effects`` of real arrays. Raises ValueError
+    on a non-positive duration."""
     if duration_s <= 0:
         raise ValueError("duration_s must be positive")
     w = _world(
         array, rng, temperature_c=temperature_c, timing_noise_s=timing_noise_s,
         feature_mode=feature_mode, echo_prob=echo_prob, diffraction_prob=diffraction_prob,
     )
+    w.effects = effects
     _set_bad_clock(w, bad_clock_sensors)
     hours = duration_s / 3600.0
     for t in np.sort(rng.uniform(0, duration_s, rng.poisson(shots_per_hour * hours))):

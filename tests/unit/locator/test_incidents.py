@@ -15,6 +15,7 @@ from services.locator.incidents import (
     LocatedRound,
     incident_id,
     inverse_2x2,
+    same_kind,
     to_record,
 )
 
@@ -156,3 +157,55 @@ def test_inverse_2x2_agrees_with_pinv_on_well_conditioned_covariances(matrix) ->
 def test_inverse_2x2_of_a_singular_matrix_is_its_pseudo_inverse(matrix) -> None:
     # (A closed-form inverse would divide by zero: these must stay finite, as pinv gives.)
     assert np.array_equal(inverse_2x2(matrix), np.linalg.pinv(np.array(matrix)))
+
+
+@pytest.mark.parametrize(
+    ("later_s", "absorbed"),
+    [
+        (0.029, True),  # 29 ms: faster than any firearm cycles, the same round located twice
+        (-0.029, True),  # (either order)
+        (0.031, False),  # 31 ms: a very fast automatic's next round
+        (0.5, False),
+    ],
+)
+def test_two_rounds_closer_than_a_firearm_cycle_are_one_round(
+    later_s: float, absorbed: bool
+) -> None:
+    tracker = IncidentTracker("z1", CFG)
+    first, _ = tracker.add_round(rnd(0.0))
+    added = tracker.add_round(rnd(later_s, keys=("s1/x",)))
+    if absorbed:
+        assert added is None
+        assert first.version == 1 and len(first.rounds) == 1
+    else:
+        assert added is not None and added[1] == "updated"
+        assert len(first.rounds) == 2
+
+
+@pytest.mark.parametrize(
+    ("first_kind", "later_kind", "same"),
+    [
+        ("gunfire", "gunfire", True),
+        ("gunfire", "probable_gunfire", True),
+        ("gunfire", "other", True),  # "other" contradicts nothing
+        ("gunfire", "fireworks", False),  # a fireworks source by the alerted gunfire: new
+        ("probable_gunfire", "fireworks", False),
+        ("fireworks", "gunfire", True),  # a show's odd round is not split off as an alert
+        ("fireworks", "fireworks", True),
+        (None, "fireworks", True),  # unscored: no evidence of another kind
+    ],
+)
+def test_an_update_only_adds_rounds_of_the_same_kind_of_source(
+    first_kind: str | None, later_kind: str, same: bool
+) -> None:
+    # Issue 22: an incident alerted as gunfire must not be turned into fireworks by the
+    # rounds of another source 20 s later at the same spot.
+    tracker = IncidentTracker("z1", CFG)
+    first, _ = tracker.add_round(replace(rnd(0.0), kind=first_kind))
+    later = replace(rnd(20.0, keys=("s1/x",)), kind=later_kind)
+    added = tracker.add_round(later, lambda open_inc: same_kind(open_inc.first.kind, later.kind))
+    assert added is not None
+    inc, event = added
+    assert (inc is first) is same
+    assert event == ("updated" if same else "created")
+    assert len(first.rounds) == (2 if same else 1)

@@ -260,3 +260,35 @@ def test_not_json_and_missing_file_raise_value_error(tmp_path: Path) -> None:
 
 def test_feature_columns_are_the_incident_features() -> None:
     assert "source_level_db" in FEATURE_COLUMNS and "interval_cv" in FEATURE_COLUMNS
+
+
+def test_every_standardised_input_is_clipped_to_the_range_seen_in_training() -> None:
+    # A cadence no firearm or firework has (a million rounds a day apart: an artefact of how
+    # rounds were joined) must not swing the class: it scores as the most extreme cadence
+    # trained on.
+    model = packaged_model()
+    names = [f.name for f in model.features]
+    spec = model.features[names.index("log_interval")]
+    assert math.isfinite(spec.low) and math.isfinite(spec.high)
+    artefact = IncidentFeatures(rounds=10**6, interval_median_s=1e5, interval_cv=0.01)
+    x = model.inputs(artefact)
+    assert x[names.index("log_interval")] == spec.high
+    for value, f in zip(x, model.features, strict=True):
+        assert f.low <= value <= f.high
+    rounds = model.features[names.index("log_rounds")]
+    assert x[names.index("log_rounds")] == rounds.high
+    edge = replace(
+        artefact, interval_median_s=10 ** (spec.high * spec.scale + spec.center),
+        rounds=round(2 ** (rounds.high * rounds.scale + rounds.center)),
+    )
+    assert model.probabilities(artefact) == pytest.approx(model.probabilities(edge))
+
+
+def test_a_model_file_keeps_its_training_range_and_refuses_an_inverted_one() -> None:
+    model = packaged_model()
+    again = ScoringModel.from_dict(model.to_dict())
+    assert again.features == model.features
+    broken = model.to_dict()
+    broken["features"][0]["low"], broken["features"][0]["high"] = 1.0, -1.0
+    with pytest.raises(ValueError, match=r"features\[0\]: low must be <= high"):
+        ScoringModel.from_dict(broken)

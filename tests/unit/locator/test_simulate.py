@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 import numpy as np
@@ -193,3 +194,47 @@ def test_to_detection_in_is_a_valid_sensor_post(array: CityArray) -> None:
 def test_unknown_kind_is_refused(array: CityArray) -> None:
     with pytest.raises(ValueError, match="unknown scenario kind"):
         run("earthquake", array)
+
+
+def test_real_array_effects_duplicate_reports_lower_later_rounds_and_shadow_a_side() -> None:
+    from services.locator.simulate import ArrayEffects, build_array, mixed_traffic
+
+    array = build_array(density_per_sq_mi=12, area_sq_mi=2.0, seed=5)
+    start = datetime(2026, 7, 4, 21, 0, tzinfo=UTC)
+
+    def stream(effects: ArrayEffects | None):
+        return mixed_traffic(
+            array, start=start, duration_s=1800.0, shots_per_hour=60.0, fireworks_per_hour=0.0,
+            noise_per_sensor_hour=0.0, other_per_hour=0.0, rng=np.random.default_rng(5),
+            echo_prob=0.0, diffraction_prob=0.0, effects=effects,
+        )
+
+    plain = stream(None)
+    assert plain.detections == stream(ArrayEffects()).detections  # all off: the same draws
+    doubled = stream(ArrayEffects(duplicate_prob=0.5))
+    by_sensor: dict[str, list[datetime]] = {}
+    for d in doubled.detections:
+        by_sensor.setdefault(d.sensor_id, []).append(d.arrival_time)
+    pairs = sum(
+        1 for times in by_sensor.values()
+        for a, b in itertools.pairwise(sorted(times))
+        if (b - a).total_seconds() <= 0.001
+    )
+    assert pairs > 0.3 * len(plain.detections)  # about half re-reported within 1 ms
+    for gunfire in (e for e in plain.truth if e.kind == "gunfire"):
+        # every round at least one firearm cycle after the previous one
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(gunfire.times)]
+        assert all(gap >= 0.030 for gap in gaps)
+
+    def heard_per_round(scene) -> dict[int, int]:
+        count: dict[int, int] = {}
+        for t in scene.pulse_truth:
+            count[t.round_index] = count.get(t.round_index, 0) + 1
+        return count
+
+    quiet = heard_per_round(stream(ArrayEffects(reverb_db=6.0)))
+    loud = heard_per_round(plain)
+    # first rounds heard alike (the draws after them differ), later rounds by fewer sensors
+    assert abs(quiet[0] - loud[0]) < 0.1 * loud[0] and quiet[2] < 0.8 * loud[2]
+    shadowed = stream(ArrayEffects(shadow_share=0.3, shadow_db=30.0))
+    assert len(shadowed.detections) < 0.95 * len(plain.detections)  # one side hears less
