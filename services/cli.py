@@ -40,11 +40,13 @@ app.add_typer(sensors_app, name="sensors")
 def _mount_service_apps() -> None:
     from services.dispatch.cli import app as dispatch_app
     from services.locator.cli import app as locator_app
+    from services.oversight.cli import mount as mount_oversight
     from services.sensor.cli import sensor
 
     app.add_typer(locator_app, name="locator")
     app.add_typer(dispatch_app, name="dispatch")
     app.command("sensor")(operator_errors(sensor))
+    mount_oversight(app)
 
 
 _mount_service_apps()
