@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import date
-from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,9 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.oversight import audit, imports, records, tokens
-from services.oversight.render import write_report
-from services.oversight.report import Params, build_report
+from services.oversight import audit, imports, tokens
+from services.oversight.generate import make_report, report_params
 from services.oversight.retention import run_retention
 from services.oversight.settings import OversightSettings
 from shared.cli import err, fail, operator_errors
@@ -45,13 +43,6 @@ retention_app = typer.Typer(
 )
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Per-user API tokens with roles.", no_args_is_help=True)
-
-
-def shotline_version() -> str:
-    try:
-        return metadata.version("shotline")
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare tree
-        return "unknown"
 
 
 def with_pool(action: Callable[[asyncpg.Pool], Awaitable[Any]]) -> Any:
@@ -120,31 +111,6 @@ def calls_import(path: FileArg, mapping: MapOpt) -> None:
 def shootings_import(path: FileArg, mapping: MapOpt) -> None:
     """Import verified shootings with position (keyed by their id)."""
     _import("shootings", path, mapping)
-
-
-def report_params(start: date, end: date, areas: str | None, settings: OversightSettings) -> Params:
-    if end < start:
-        raise ValueError(f"--to ({end}) is before --from ({start})")
-    return Params(
-        start=start,
-        end=end,
-        area_layer=areas,
-        cell_m=settings.cell_m,
-        min_cell_count=settings.min_cell_count,
-        match_distance_m=settings.match_distance_m,
-        match_window_s=settings.match_window_s,
-        shooting_window_s=settings.shooting_window_s,
-        located_within_m=settings.located_within_m,
-        latency_target_s=settings.latency_target_s,
-    )
-
-
-async def make_report(pool: asyncpg.Pool, params: Params, out_dir: Path) -> dict[str, Path]:
-    """Read, compute, write: the whole ``shotline report``."""
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        inputs = await records.read_inputs(conn, params)
-    report = build_report(inputs, params, version=shotline_version())
-    return write_report(report, out_dir, areas=inputs.areas)
 
 
 def report(

@@ -49,6 +49,7 @@ import asyncpg
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from services.dispatch import store
 from services.oversight import audit
 from services.oversight.audit import canonical
 
@@ -337,7 +338,7 @@ async def store_outcomes(
             if seen:
                 result.unchanged += 1
                 continue
-            await insert_outcome(conn, row, source="cad", import_key=key)
+            await store.insert_outcome_version(conn, row, source="cad", import_key=key)
             result.added += 1
         if result.added:
             await audit.append(
@@ -359,43 +360,6 @@ async def store_outcomes(
 def _line_of(message: str) -> int:
     head = message.split(":", 1)[0]
     return int(head.removeprefix("line ")) if head.startswith("line ") else 0
-
-
-async def insert_outcome(
-    conn: asyncpg.Connection, row: Mapping[str, Any], *, source: str, import_key: str | None
-) -> asyncpg.Record:
-    """Append the next outcome version (the caller holds the incident's row lock)."""
-    units = list(row.get("units") or [])
-    return await conn.fetchrow(
-        """INSERT INTO dispatch_incident_outcomes
-             (incident_id, outcome_version, units_dispatched, arrival_time, evidence, call_911,
-              disposition, cad_event_number, entry_time, dispatch_time, on_scene_time,
-              clear_time, units, initial_priority, final_priority, final_call_type, finding,
-              report_taken, source, import_key)
-           SELECT $1, COALESCE(MAX(outcome_version), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9,
-                  $10, $11, $12, $13, $14, $15, $16, $17, $18, $19
-           FROM dispatch_incident_outcomes WHERE incident_id = $1
-           RETURNING *""",
-        row["incident_id"],
-        row.get("units_dispatched", len(units)),
-        row.get("arrival_time", row.get("on_scene_time")),
-        list(row.get("evidence") or ["none"]),
-        bool(row.get("call_911", False)),
-        row.get("disposition") or "",
-        row.get("cad_event_number"),
-        row.get("entry_time"),
-        row.get("dispatch_time"),
-        row.get("on_scene_time"),
-        row.get("clear_time"),
-        units,
-        row.get("initial_priority"),
-        row.get("final_priority"),
-        row.get("final_call_type"),
-        row.get("finding"),
-        bool(row.get("report_taken", False)),
-        source,
-        import_key,
-    )
 
 
 async def store_calls(
