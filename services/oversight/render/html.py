@@ -46,7 +46,7 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.4f}".rstrip("0")
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
@@ -86,10 +86,11 @@ def weekly_chart(table: dict[str, Any]) -> str:
         f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 5}" y2="{top + plot_h}" '
         'stroke="#333"/>'
     ]
-    for tick in range(0, 5):
-        value = peak * tick / 4
-        y = top + plot_h - plot_h * tick / 4
-        parts.append(_axis_text(left - 4, y + 3, f"{value:.0f}", "end"))
+    step_v = max(1, math.ceil(peak / 4))
+    peak = step_v * math.ceil(peak / step_v)
+    for value in range(0, peak + 1, step_v):
+        y = top + plot_h - plot_h * value / peak
+        parts.append(_axis_text(left - 4, y + 3, f"{value}", "end"))
     for i, row in enumerate(rows):
         x = left + i * step + step * 0.15
         y = top + plot_h
