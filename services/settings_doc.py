@@ -15,6 +15,7 @@ from services.dispatch.settings import DispatchSettings
 from services.ingest.settings import IngestSettings
 from services.locator.settings import LocatorSettings
 from services.sensor.settings import SensorSettings
+from services.oversight.settings import OversightSettings
 from shared.settings import CommonSettings, env_name
 
 SETTINGS_CLASSES: tuple[type[CommonSettings], ...] = (
@@ -23,6 +24,7 @@ SETTINGS_CLASSES: tuple[type[CommonSettings], ...] = (
     LocatorSettings,
     DispatchSettings,
     SensorSettings,
+    OversightSettings,
 )
 
 
