@@ -128,7 +128,8 @@ class Mapping_(BaseModel):
 def load_mapping(path: Path, kind: Literal["outcomes", "calls", "shootings"]) -> Mapping_:
     """Read and check a mapping file; ValueError naming the file and the key on a problem."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        # Every scalar as written: a column called No or On is not a boolean, 0101 not a number
+        raw = yaml.load(path.read_text(), Loader=yaml.BaseLoader)
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
