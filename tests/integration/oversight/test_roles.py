@@ -10,11 +10,11 @@ import httpx
 from fastapi.routing import APIRoute
 
 from services.dispatch.auth import ROLE_DEPENDENCIES
-from services.oversight import tokens
+from services.oversight import audit, tokens
 from services.oversight.audit import Actor
 from shared.clock import utc_now
 from shared.db import create_pool
-from tests.integration.dispatch.helpers import ADMIN_TOKEN
+from tests.integration.dispatch.helpers import ADMIN_TOKEN, square
 
 SUB = "/v1/subscriptions/sub_x"
 #: (method, path, body) -> the one role that the route serves (besides the bootstrap token)
@@ -131,3 +131,49 @@ async def test_a_revoked_token_is_refused_at_once_and_admins_manage_tokens_over_
         assert again.status_code == 401
         audit = await client.get("/v1/audit", headers=boot)
         assert [r["action"] for r in audit.json()] == ["token.create", "token.revoke"]
+
+
+async def test_changes_and_exact_reads_are_audited_with_the_user_and_role(
+    make_settings, services, database_url
+):
+    service = await services(make_settings(consume=False, workers=False))
+    pool = await create_pool(database_url)
+    try:
+        now = utc_now()
+        _, admin = await tokens.create_token(
+            pool, "a.admin", "admin", actor=Actor("t", "t"), now=now
+        )
+        _, dispatcher = await tokens.create_token(
+            pool, "d.disp", "dispatcher", actor=Actor("t", "t"), now=now
+        )
+        async with httpx.AsyncClient(base_url=service.url) as client:
+            as_admin = {"Authorization": f"Bearer {admin}"}
+            as_dispatcher = {"Authorization": f"Bearer {dispatcher}"}
+            created = await client.post(
+                "/v1/subscriptions",
+                headers=as_admin,
+                json={
+                    "name": "pd",
+                    "channel": "webhook",
+                    "url": "https://cad.example/h",
+                    "geofence": square(-79.99, 40.44),
+                },
+            )
+            assert created.status_code == 201, created.text
+            sub_id = created.json()["subscription_id"]
+            await client.post(f"/v1/subscriptions/{sub_id}/rotate-secret", headers=as_admin)
+            refused = await client.get("/v1/incidents", headers=as_admin)
+            assert refused.status_code == 403  # a refusal changes and reads nothing
+            await client.get("/v1/incidents", headers=as_dispatcher)
+            await client.get("/v1/subscriptions", headers=as_admin)  # no exact data: no row
+        rows = [
+            (r["actor"], r["role"], r["action"], r["target"]) for r in await audit.list_rows(pool)
+        ][2:]  # after the two token.create rows
+        assert rows == [
+            ("a.admin", "admin", "POST /v1/subscriptions", "/v1/subscriptions"),
+            ("a.admin", "admin", "POST /v1/subscriptions/{subscription_id}/rotate-secret", sub_id),
+            ("d.disp", "dispatcher", "incident.read", "list"),
+        ]
+        assert (await audit.verify(pool)).ok
+    finally:
+        await pool.close()
