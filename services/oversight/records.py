@@ -195,7 +195,8 @@ async def read_holdings(conn: Conn, params: Params) -> Holdings:
                 WHERE i.purged_at IS NULL) AS k) AS detections,
              (SELECT count(*) FROM oversight_calls WHERE NOT coarse) AS calls_exact,
              (SELECT count(*) FROM oversight_calls WHERE coarse) AS calls_coarse,
-             (SELECT count(*) FROM audit_log) AS audit_rows"""
+             (SELECT count(*) FROM audit_log) AS audit_rows,
+             (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1) AS audit_head"""
     )
     reads = await conn.fetch(
         """SELECT role, count(*) AS n FROM audit_log
@@ -211,6 +212,7 @@ async def read_holdings(conn: Conn, params: Params) -> Holdings:
         calls_exact=row["calls_exact"],
         calls_coarsened=row["calls_coarse"],
         audit_rows=row["audit_rows"],
+        audit_head_hash=row["audit_head"] or "",
         reads_by_role={r["role"]: r["n"] for r in reads},
     )
 

@@ -144,6 +144,7 @@ class Holdings:
     calls_exact: int = 0
     calls_coarsened: int = 0
     audit_rows: int = 0
+    audit_head_hash: str = ""  # the last row's hash: a later report proves no row was rewritten
     reads_by_role: dict[str, int] = field(default_factory=dict)  # in the period
 
 
@@ -808,6 +809,7 @@ def _holdings(inputs: Inputs, params: Params) -> dict[str, Any]:
         ["911 calls with exact location", h.calls_exact],
         ["911 calls coarsened by retention", h.calls_coarsened],
         ["audit log rows", h.audit_rows],
+        ["audit log head (SHA-256 of its last row)", h.audit_head_hash],
     ]
     purged = [
         ["retention runs", len(runs)],

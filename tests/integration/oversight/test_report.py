@@ -144,7 +144,8 @@ async def test_the_fixture_city_gives_exactly_the_hand_computed_report(
         report = json.loads(body)
         assert f"Shotline {report['shotline_version']}" in html
         assert report["shotline_version"] not in ("", "unknown")
-        check_figures(report)
+        head = await pool.fetchval("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        check_figures(report, head)
         assert (tmp_path / "r1" / "1_alerts__map_cells.csv").read_text().splitlines()[1:] == [
             f"{city.CELLS['Z'][0]},{city.CELLS['Z'][1]},South,3,2,1,0,0",
             f"{city.CELLS['X'][0]},{city.CELLS['X'][1]},North,4,2,1,1,0",
@@ -174,7 +175,7 @@ async def test_the_fixture_city_gives_exactly_the_hand_computed_report(
         await pool.close()
 
 
-def check_figures(report: dict) -> None:
+def check_figures(report: dict, audit_head: str) -> None:
     # 1. Alerts: 9 (A1-A9; A10 is cancelled, A11 is A7's shot, A12 is in October).
     # gunfire A1 A2 A5 A7 A9 (single: A2 A5), probable A3 A8 (single: A8), fireworks A4,
     # other A6 (single).
@@ -312,6 +313,7 @@ def check_figures(report: dict) -> None:
         ["911 calls with exact location", 5],
         ["911 calls coarsened by retention", 0],
         ["audit log rows", 7],
+        ["audit log head (SHA-256 of its last row)", audit_head],
     ]
     assert holdings["purged"]["rows"][0] == ["retention runs", 0]
     assert holdings["reads_by_role"]["rows"] == [["dispatcher", 1]]
