@@ -121,3 +121,18 @@ def test_an_empty_period_still_reports_every_table_with_none_for_shares():
     )
     assert report["figures"]["2_linkage"]["linkage"]["rows"][0] == ["any outcome recorded", 0, None]
     assert report["figures"]["5_verified_shootings"]["contract_rate"]["rate"] is None
+
+
+def test_an_empty_report_still_renders_every_file(tmp_path):
+    from services.oversight.render import write_report
+
+    report = build_report(
+        Inputs(alerts=[]), Params(start=date(2026, 1, 1), end=date(2026, 1, 31)), version="t"
+    )
+    written = write_report(report, tmp_path)
+    html = written["report.html"].read_text()
+    assert html.count('<svg class="chart"') == 4
+    assert "no alerts in the period" in html
+    assert written["1_alerts__by_week.csv"].read_text().splitlines()[0] == (
+        "week_of,gunfire,probable_gunfire,fireworks,other,all"
+    )
