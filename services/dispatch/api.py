@@ -779,7 +779,8 @@ async def get_report(
                 422,
                 {"detail": "invalid request", "errors": [{"field": "areas", "reason": str(exc)}]},
             ) from None
-    return build_report(inputs, params, version=shotline_version())
+    # Seconds of CPU for a year of a big city: off the loop that also delivers alerts
+    return await asyncio.to_thread(build_report, inputs, params, version=shotline_version())
 
 
 # --------------------------------------------------------------------------------------------
