@@ -46,6 +46,8 @@ async def read_alerts(conn: Conn, params: Params) -> tuple[list[Alert], list[Ale
     rows = await conn.fetch(
         f"""SELECT i.incident_id, i.zone, i.classification, i.event, i.shot_time, i.lat, i.lon,
                   i.same_shot_as, (i.record->>'rounds')::int AS rounds,
+                  ARRAY(SELECT jsonb_array_elements_text(
+                          coalesce(i.record->'sensors_used', '[]'))) AS sensors_used,
                   v.record->>'classification' AS first_class,
                   v.record->>'published_at' AS located_at, v.consumed_at AS stored_at,
                   (SELECT min(d.delivered_at) FROM dispatch_deliveries d
@@ -76,6 +78,7 @@ async def read_alerts(conn: Conn, params: Params) -> tuple[list[Alert], list[Ale
             stored_at=r["stored_at"],
             delivered_at=r["delivered_at"],
             same_shot_as=tuple(r["same_shot_as"]),
+            sensors_used=tuple(r["sensors_used"]),
         )
         (cancelled if r["event"] == "cancelled" else standing).append(alert)
     return standing, cancelled

@@ -70,6 +70,7 @@ class Alert:
     stored_at: datetime | None = None  # version 1 stored by dispatch
     delivered_at: datetime | None = None  # first delivery of version 1 acknowledged
     same_shot_as: tuple[str, ...] = ()
+    sensors_used: tuple[str, ...] = ()  # emptied by retention
 
 
 @dataclass(frozen=True)
@@ -630,16 +631,14 @@ def _shootings(
             ["verdict", "shootings", "share"],
             summary,
         ),
-        "contract_rate": {
-            "title": "Contract formula",
-            "definition": "located within the radius / (located + missed + mislocated), "
-            "with its 95 % Wilson score interval",
-            "denominator": f"{n} verified shootings of the period",
-            "located_within_m": params.located_within_m,
-            "rate": _share(located, n),
-            "ci95_low": _r(low),
-            "ci95_high": _r(high),
-        },
+        "contract_rate": _table(
+            "Contract formula",
+            f"located within {params.located_within_m:g} m / (located + missed + "
+            "mislocated), with its 95 % Wilson score interval",
+            f"{n} verified shootings of the period",
+            ["located", "shootings", "rate", "ci95_low", "ci95_high"],
+            [[located, n, _share(located, n), _r(low), _r(high)]],
+        ),
         "per_shooting": _table(
             "Verified shootings, one by one",
             "the verdict and the nearest matching alert (distance in m)",
@@ -737,16 +736,14 @@ def _response(alerts: list[Alert], outcomes: dict[str, Outcome]) -> dict[str, An
             ["interval", "alerts", "p50_s", "p90_s", "mean_s"],
             rows,
         ),
-        "officer_time": {
-            "title": "Officer time on alerts that found nothing",
-            "definition": "sum over unconfirmed and unfounded alerts of units x "
-            "(cleared - dispatched)",
-            "denominator": f"{nothing} alerts that found nothing, {nothing_timed} of them "
-            "with dispatch and clear times",
-            "officer_hours": _r(officer_s / 3600.0, 2),
-            "alerts": nothing,
-            "alerts_timed": nothing_timed,
-        },
+        "officer_time": _table(
+            "Officer time on alerts that found nothing",
+            "sum over unconfirmed and unfounded alerts of units x (cleared - dispatched)",
+            f"{nothing} alerts that found nothing, {nothing_timed} of them with dispatch and "
+            "clear times",
+            ["alerts", "alerts_timed", "officer_hours"],
+            [[nothing, nothing_timed, _r(officer_s / 3600.0, 2)]],
+        ),
     }
 
 
@@ -762,6 +759,7 @@ def _changes_and_sensors(alerts: list[Alert], inputs: Inputs, params: Params) ->
     change_rows = [[f, t, n] for (f, t), n in sorted(changes.items())]
     changed = sum(1 for a in alerts if a.first_classification != a.classification)
     period_s = (end - start).total_seconds()
+    heard = Counter(sensor for a in alerts for sensor in set(a.sensors_used))
     sensor_rows = []
     active_total = 0.0
     for s in sorted(inputs.sensors, key=lambda s: s.sensor_id):
@@ -771,7 +769,7 @@ def _changes_and_sensors(alerts: list[Alert], inputs: Inputs, params: Params) ->
             continue
         active = max(0.0, (off - on).total_seconds())
         active_total += active
-        sensor_rows.append([s.sensor_id, _r(active / period_s)])
+        sensor_rows.append([s.sensor_id, _r(active / period_s), heard[s.sensor_id]])
     n_sensors = len(sensor_rows)
     return {
         "classification_changes": _table(
@@ -785,11 +783,12 @@ def _changes_and_sensors(alerts: list[Alert], inputs: Inputs, params: Params) ->
         ),
         "sensor_availability": _table(
             "Sensor availability",
-            "share of the period each sensor was registered and not revoked; overall = "
-            "registered sensor-time / (sensors x period)",
+            "share of the period each sensor was registered and not revoked (overall = "
+            "registered sensor-time / (sensors x period)), and the alerts whose location used "
+            "it (a registered sensor that is in none may be down; 0 also after retention)",
             f"{n_sensors} sensors registered at some time in the period; overall "
             f"{_share_f(active_total, n_sensors * period_s)}",
-            ["sensor_id", "availability"],
+            ["sensor_id", "availability", "alerts_used_in"],
             sensor_rows,
         ),
     }
@@ -847,8 +846,7 @@ def _holdings(inputs: Inputs, params: Params) -> dict[str, Any]:
 
 
 def iter_tables(report: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
-    """(file stem, table) of every table with rows, in a fixed order (for the CSVs)."""
+    """(file stem, table) of every table, in a fixed order (one CSV each)."""
     for group, tables in sorted(report["figures"].items()):
         for name, table in sorted(tables.items()):
-            if "rows" in table:
-                yield f"{group}__{name}", table
+            yield f"{group}__{name}", table

@@ -247,20 +247,6 @@ def _table_html(table: dict[str, Any]) -> str:
     )
 
 
-def _scalar_html(item: dict[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><td>{escape(k)}</td><td>{escape(_fmt(v))}</td></tr>"
-        for k, v in sorted(item.items())
-        if k not in {"title", "definition", "denominator"}
-    )
-    return (
-        f"<h3>{escape(item['title'])}</h3>"
-        f'<p class="def"><b>Definition:</b> {escape(item["definition"])}</p>'
-        f'<p class="def"><b>Denominator:</b> {escape(item["denominator"])}</p>'
-        f"<table><tbody>{rows}</tbody></table>"
-    )
-
-
 _GROUP_TITLES = {
     "1_alerts": "1. Alerts",
     "2_linkage": "2. Linkage with CAD",
@@ -308,7 +294,7 @@ def render_html(report: dict[str, Any], *, sha256: str, areas: Sequence[Area] = 
         items = []
         for name in sorted(figures[group]):
             item = figures[group][name]
-            items.append(_table_html(item) if "rows" in item else _scalar_html(item))
+            items.append(_table_html(item))
         sections.append(
             f"<section><h2>{escape(_GROUP_TITLES.get(group, group))}</h2>"
             + "".join(items)

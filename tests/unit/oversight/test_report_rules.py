@@ -120,7 +120,9 @@ def test_an_empty_period_still_reports_every_table_with_none_for_shares():
         Inputs(alerts=[]), Params(start=date(2026, 1, 1), end=date(2026, 1, 31)), version="t"
     )
     assert report["figures"]["2_linkage"]["linkage"]["rows"][0] == ["any outcome recorded", 0, None]
-    assert report["figures"]["5_verified_shootings"]["contract_rate"]["rate"] is None
+    assert report["figures"]["5_verified_shootings"]["contract_rate"]["rows"] == [
+        [0, 0, None, None, None]
+    ]
 
 
 def test_an_empty_report_still_renders_every_file(tmp_path):
