@@ -46,16 +46,16 @@ async def read_alerts(conn: Conn, params: Params) -> tuple[list[Alert], list[Ale
     rows = await conn.fetch(
         f"""SELECT i.incident_id, i.zone, i.classification, i.event, i.shot_time, i.lat, i.lon,
                   i.same_shot_as, (i.record->>'rounds')::int AS rounds,
-                  ARRAY(SELECT jsonb_array_elements_text(
-                          coalesce(i.record->'sensors_used', '[]'))) AS sensors_used,
+                  (i.record->'sensors_used')::text AS sensors_used,
                   v.record->>'classification' AS first_class,
                   v.record->>'published_at' AS located_at, v.consumed_at AS stored_at,
-                  (SELECT min(d.delivered_at) FROM dispatch_deliveries d
-                   WHERE d.incident_id = i.incident_id AND d.version = 1
-                     AND d.status = 'delivered') AS delivered_at
+                  d.delivered_at
            FROM dispatch_incidents i
            LEFT JOIN dispatch_incident_versions v
              ON v.incident_id = i.incident_id AND v.version = 1
+           LEFT JOIN (SELECT incident_id, min(delivered_at) AS delivered_at
+                      FROM dispatch_deliveries WHERE version = 1 AND status = 'delivered'
+                      GROUP BY incident_id) d ON d.incident_id = i.incident_id
            WHERE i.shot_time >= $1::timestamptz - interval '{_MARGIN}'
              AND i.shot_time < $2::timestamptz + interval '{_MARGIN}'
            ORDER BY i.shot_time, i.incident_id""",
@@ -78,7 +78,7 @@ async def read_alerts(conn: Conn, params: Params) -> tuple[list[Alert], list[Ale
             stored_at=r["stored_at"],
             delivered_at=r["delivered_at"],
             same_shot_as=tuple(r["same_shot_as"]),
-            sensors_used=tuple(r["sensors_used"]),
+            sensors_used=tuple(orjson.loads(r["sensors_used"] or "[]")),
         )
         (cancelled if r["event"] == "cancelled" else standing).append(alert)
     return standing, cancelled
