@@ -14,8 +14,8 @@ from pydantic_core import PydanticUndefined
 from services.dispatch.settings import DispatchSettings
 from services.ingest.settings import IngestSettings
 from services.locator.settings import LocatorSettings
-from services.sensor.settings import SensorSettings
 from services.oversight.settings import OversightSettings
+from services.sensor.settings import SensorSettings
 from shared.settings import CommonSettings, env_name
 
 SETTINGS_CLASSES: tuple[type[CommonSettings], ...] = (
