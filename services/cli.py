@@ -41,6 +41,7 @@ def _mount_service_apps() -> None:
     from services.dispatch.cli import app as dispatch_app
     from services.dispatch.geocli import addresses_app, areas_app, places_app, streets_app
     from services.locator.cli import app as locator_app
+    from services.oversight.cli import mount as mount_oversight
     from services.sensor.cli import sensor
 
     app.add_typer(locator_app, name="locator")
@@ -50,6 +51,7 @@ def _mount_service_apps() -> None:
     app.add_typer(addresses_app, name="addresses")
     app.add_typer(streets_app, name="streets")
     app.add_typer(places_app, name="places")
+    mount_oversight(app)
 
 
 _mount_service_apps()

@@ -14,6 +14,7 @@ from pydantic_core import PydanticUndefined
 from services.dispatch.settings import DispatchSettings
 from services.ingest.settings import IngestSettings
 from services.locator.settings import LocatorSettings
+from services.oversight.settings import OversightSettings
 from services.sensor.settings import SensorSettings
 from shared.settings import CommonSettings, env_name
 
@@ -23,6 +24,7 @@ SETTINGS_CLASSES: tuple[type[CommonSettings], ...] = (
     LocatorSettings,
     DispatchSettings,
     SensorSettings,
+    OversightSettings,
 )
 
 

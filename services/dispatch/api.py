@@ -11,11 +11,11 @@ responses; it is never listed again.
 from __future__ import annotations
 
 import asyncio
-import hmac
+import itertools
 import json
 import pathlib
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -39,10 +39,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.dispatch import clips, store
 from services.dispatch import metrics as dispatch_metrics
+from services.dispatch.auth import (
+    ADMIN,
+    ANALYST,
+    AUDITOR,
+    DISPATCHER,
+    AuditMiddleware,
+    Principal,
+    authenticate,
+)
 from services.dispatch.routing import validate_geofence
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.signing import generate_secret
 from services.dispatch.targets import literal_refusal
+from services.oversight import audit, records, tokens
+from services.oversight.generate import report_params, shotline_version
+from services.oversight.report import build_report
+from services.oversight.settings import OversightSettings
 from shared.clock import Clock
 from shared.kafka import BrokerUnavailable, broker_answers
 from shared.metrics import metrics_response
@@ -52,7 +65,8 @@ SCHEMAS_DIR = pathlib.Path(__file__).with_name("schemas")
 ALERT_SCHEMA_PATH = SCHEMAS_DIR / "alert.schema.json"
 EIDO_SCHEMA_PATH = SCHEMAS_DIR / "eido-body.schema.json"
 
-Evidence = Literal["casings", "victim", "witness", "none"]
+Evidence = Literal["casings", "victim", "witness", "arrest", "weapon_recovered", "none"]
+Finding = Literal["confirmed", "unconfirmed", "unfounded"]
 Format = Literal["json", "cap", "eido"]
 Channel = Literal["webhook", "push"]
 #: ``undelivered`` = ``failed`` or ``dead``: one view of what did not arrive.
@@ -294,11 +308,37 @@ class OutcomeIn(_In):
     evidence: list[Evidence] = Field(min_length=1)
     call_911: bool = Field(description="Whether a 911 call came in for this incident")
     disposition: Text = Field(default="", max_length=10_000)
+    # CAD linkage (all optional: a centre sends what its CAD holds)
+    cad_event_number: Line | None = Field(default=None, max_length=200)
+    entry_time: UtcTime | None = Field(default=None, description="Call entered in CAD")
+    dispatch_time: UtcTime | None = Field(default=None, description="First unit dispatched")
+    on_scene_time: UtcTime | None = Field(default=None, description="First unit on scene")
+    clear_time: UtcTime | None = Field(default=None, description="Last unit cleared")
+    units: list[Annotated[Line, Field(max_length=100)]] = Field(
+        default=[], max_length=1000, description="Unit call signs"
+    )
+    initial_priority: Line | None = Field(default=None, max_length=50)
+    final_priority: Line | None = Field(default=None, max_length=50)
+    final_call_type: Line | None = Field(default=None, max_length=200)
+    finding: Finding | None = Field(
+        default=None,
+        description="confirmed (it happened), unconfirmed (no evidence either way), "
+        "unfounded (found not to be gunfire)",
+    )
+    report_taken: bool = Field(default=False, description="A police report was written")
 
     @model_validator(mode="after")
     def _none_alone(self) -> OutcomeIn:
         if "none" in self.evidence and len(set(self.evidence)) > 1:
             raise ValueError("evidence: 'none' cannot be combined with other evidence")
+        times = [
+            (name, getattr(self, name))
+            for name in ("entry_time", "dispatch_time", "on_scene_time", "clear_time")
+            if getattr(self, name) is not None
+        ]
+        for (first, a), (then, b) in itertools.pairwise(times):
+            if b < a:
+                raise ValueError(f"{then}: is before {first}")
         return self
 
 
@@ -349,27 +389,18 @@ def _state(request: Request) -> ApiState:
 
 
 #: Declares the bearer scheme in the OpenAPI document (Swagger UI's "Authorize" then sends
-#: it); the check itself is :func:`require_admin`'s, so every failure is the same 401.
+#: it); the check itself is :func:`~services.dispatch.auth.authenticate`'s (401) and each
+#: route's role set's (403).
 _BEARER = HTTPBearer(
     auto_error=False,
     scheme_name="adminToken",
-    description="SHOTLINE_DISPATCH_ADMIN_TOKEN, sent as `Authorization: Bearer <token>`",
+    description="A per-user token (`shotline tokens add`) or the bootstrap "
+    "SHOTLINE_DISPATCH_ADMIN_TOKEN, sent as `Authorization: Bearer <token>`",
 )
 
 
-async def require_admin(request: Request, _: Annotated[Any, Depends(_BEARER)] = None) -> None:
-    """401 unless the request carries the admin bearer token."""
-    expected = _state(request).settings.admin_token.get_secret_value()
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), expected.encode()
-    ):
-        raise HTTPException(
-            401, "missing or wrong admin bearer token", headers={"WWW-Authenticate": "Bearer"}
-        )
-
-
 StateDep = Annotated[ApiState, Depends(_state)]
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
 SubscriptionId = Annotated[IdParam, Path(description="e.g. sub_3f2a9c0d1e4b5a69")]
 IncidentId = Annotated[IdParam, Path(description="The locator's incident id")]
 DeliveryId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
@@ -395,7 +426,8 @@ def _error_doc(description: str) -> dict[str, Any]:
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _error_doc("The request cannot be read (e.g. a body that is not JSON)"),
-    401: _error_doc("Missing or wrong admin bearer token"),
+    401: _error_doc("Missing, wrong or revoked bearer token"),
+    403: _error_doc("The token's role does not serve this route"),
     404: _error_doc("No such subscription, delivery or incident"),
     409: _error_doc("The request conflicts with the resource's state"),
     415: _error_doc("A body that is not application/json"),
@@ -419,9 +451,10 @@ async def require_json_body(request: Request) -> None:
         )
 
 
+# Authentication on the router (401), authorisation per route: one role-set dependency each.
 v1 = APIRouter(
     prefix="/v1",
-    dependencies=[Depends(require_admin), Depends(require_json_body)],
+    dependencies=[Depends(_BEARER), Depends(authenticate), Depends(require_json_body)],
     responses=ERROR_RESPONSES,
 )
 
@@ -430,7 +463,7 @@ def _not_found(what: str, ident: object) -> HTTPException:
     return HTTPException(404, f"{what} {ident} not found")
 
 
-@v1.post("/subscriptions", status_code=201, tags=["subscriptions"])
+@v1.post("/subscriptions", status_code=201, tags=["subscriptions"], dependencies=[ADMIN])
 async def create_subscription(body: SubscriptionIn, state: StateDep) -> dict[str, Any]:
     """Create a subscription. For webhooks the response carries ``secret``: shown only now."""
     problems = _refused_targets(state.settings, body.url, body.push)
@@ -456,7 +489,7 @@ async def create_subscription(body: SubscriptionIn, state: StateDep) -> dict[str
     return out
 
 
-@v1.get("/subscriptions", tags=["subscriptions"])
+@v1.get("/subscriptions", tags=["subscriptions"], dependencies=[ADMIN])
 async def list_subscriptions(
     state: StateDep,
     status: Literal["active", "disabled"] | None = None,
@@ -466,7 +499,7 @@ async def list_subscriptions(
     return [_public(s) for s in subs]
 
 
-@v1.get("/subscriptions/{subscription_id}", tags=["subscriptions"])
+@v1.get("/subscriptions/{subscription_id}", tags=["subscriptions"], dependencies=[ADMIN])
 async def get_subscription(subscription_id: SubscriptionId, state: StateDep) -> dict[str, Any]:
     sub = await store.get_subscription(state.pool, subscription_id)
     if sub is None:
@@ -474,7 +507,7 @@ async def get_subscription(subscription_id: SubscriptionId, state: StateDep) -> 
     return _public(sub)
 
 
-@v1.patch("/subscriptions/{subscription_id}", tags=["subscriptions"])
+@v1.patch("/subscriptions/{subscription_id}", tags=["subscriptions"], dependencies=[ADMIN])
 async def update_subscription(
     subscription_id: SubscriptionId, body: SubscriptionPatch, state: StateDep
 ) -> dict[str, Any]:
@@ -515,7 +548,7 @@ async def update_subscription(
     return _public(sub)
 
 
-@v1.post("/subscriptions/{subscription_id}/disable", tags=["subscriptions"])
+@v1.post("/subscriptions/{subscription_id}/disable", tags=["subscriptions"], dependencies=[ADMIN])
 async def disable_subscription(subscription_id: SubscriptionId, state: StateDep) -> dict[str, Any]:
     """Stop alerting this subscriber; its pending deliveries are marked failed."""
     async with state.pool.acquire() as conn, conn.transaction():
@@ -526,13 +559,15 @@ async def disable_subscription(subscription_id: SubscriptionId, state: StateDep)
     return _public(sub)
 
 
-@v1.delete("/subscriptions/{subscription_id}", tags=["subscriptions"])
+@v1.delete("/subscriptions/{subscription_id}", tags=["subscriptions"], dependencies=[ADMIN])
 async def delete_subscription(subscription_id: SubscriptionId, state: StateDep) -> dict[str, Any]:
     """Same as disable: rows are kept (deliveries refer to them, for the record)."""
     return await disable_subscription(subscription_id, state)
 
 
-@v1.post("/subscriptions/{subscription_id}/rotate-secret", tags=["subscriptions"])
+@v1.post(
+    "/subscriptions/{subscription_id}/rotate-secret", tags=["subscriptions"], dependencies=[ADMIN]
+)
 async def rotate_secret(
     subscription_id: SubscriptionId, state: StateDep, body: RotateIn | None = None
 ) -> dict[str, Any]:
@@ -558,7 +593,7 @@ async def rotate_secret(
     }
 
 
-@v1.get("/deliveries", tags=["deliveries"])
+@v1.get("/deliveries", tags=["deliveries"], dependencies=[ADMIN])
 async def list_deliveries(
     state: StateDep,
     status: DeliveryStatus | None = None,
@@ -581,7 +616,7 @@ async def list_deliveries(
     )
 
 
-@v1.get("/deliveries/{delivery_id:int}", tags=["deliveries"])
+@v1.get("/deliveries/{delivery_id:int}", tags=["deliveries"], dependencies=[ADMIN])
 async def get_delivery(delivery_id: DeliveryId, state: StateDep) -> dict[str, Any]:
     """One delivery with every attempt (start, finish, status code, error, duration)."""
     found = await store.get_delivery(state.pool, delivery_id)
@@ -590,7 +625,7 @@ async def get_delivery(delivery_id: DeliveryId, state: StateDep) -> dict[str, An
     return found
 
 
-@v1.post("/deliveries/replay", tags=["deliveries"])
+@v1.post("/deliveries/replay", tags=["deliveries"], dependencies=[ADMIN])
 async def replay_many(body: ReplayFilter, state: StateDep) -> dict[str, Any]:
     """Replay every matching undelivered (dead and failed; or one of them) delivery; each
     keeps its webhook-id."""
@@ -605,7 +640,7 @@ async def replay_many(body: ReplayFilter, state: StateDep) -> dict[str, Any]:
     return {"replayed": len(ids), "delivery_ids": ids}
 
 
-@v1.post("/deliveries/{delivery_id:int}/replay", tags=["deliveries"])
+@v1.post("/deliveries/{delivery_id:int}/replay", tags=["deliveries"], dependencies=[ADMIN])
 async def replay_one(delivery_id: DeliveryId, state: StateDep) -> dict[str, Any]:
     """Send a dead or failed delivery again, with the same webhook-id and body."""
     status = await store.delivery_status(state.pool, delivery_id)
@@ -624,7 +659,7 @@ async def replay_one(delivery_id: DeliveryId, state: StateDep) -> dict[str, Any]
     return {"replayed": 1, "delivery_ids": ids}
 
 
-@v1.get("/incidents", tags=["incidents"])
+@v1.get("/incidents", tags=["incidents"], dependencies=[DISPATCHER])
 async def list_incidents(
     state: StateDep,
     zone: Annotated[IdParam | None, Query()] = None,
@@ -635,7 +670,7 @@ async def list_incidents(
     return await store.list_incidents(state.pool, limit=limit, zone=zone, before=before)
 
 
-@v1.get("/incidents/{incident_id}", tags=["incidents"])
+@v1.get("/incidents/{incident_id}", tags=["incidents"], dependencies=[DISPATCHER])
 async def get_incident(incident_id: IncidentId, state: StateDep) -> dict[str, Any]:
     """The current record, every version as received, every delivery, every outcome."""
     found = await store.get_incident(state.pool, incident_id)
@@ -645,7 +680,12 @@ async def get_incident(incident_id: IncidentId, state: StateDep) -> dict[str, An
     return found
 
 
-@v1.post("/incidents/{incident_id}/outcome", status_code=201, tags=["incidents"])
+@v1.post(
+    "/incidents/{incident_id}/outcome",
+    status_code=201,
+    tags=["incidents"],
+    dependencies=[DISPATCHER],
+)
 async def post_outcome(incident_id: IncidentId, body: OutcomeIn, state: StateDep) -> dict[str, Any]:
     """Record what the dispatch centre found; each POST is a new outcome version."""
     row = await store.add_outcome(
@@ -656,18 +696,91 @@ async def post_outcome(incident_id: IncidentId, body: OutcomeIn, state: StateDep
         evidence=body.evidence,
         call_911=body.call_911,
         disposition=body.disposition,
+        cad=body.model_dump(include=set(store.CAD_FIELDS)),
     )
     if row is None:
         raise _not_found("incident", incident_id)
     return row
 
 
-@v1.get("/incidents/{incident_id}/outcome", tags=["incidents"])
+@v1.get("/incidents/{incident_id}/outcome", tags=["incidents"], dependencies=[DISPATCHER])
 async def get_outcomes(incident_id: IncidentId, state: StateDep) -> list[dict[str, Any]]:
     """Every outcome version of the incident, oldest first."""
     if not await store.incident_exists(state.pool, incident_id):
         raise _not_found("incident", incident_id)
     return await store.list_outcomes(state.pool, incident_id)
+
+
+class TokenIn(_In):
+    user: str = Field(min_length=1, max_length=200, description="Who holds the token")
+    role: Literal["admin", "dispatcher", "reviewer", "analyst", "auditor"]
+
+
+@v1.post("/tokens", status_code=201, tags=["tokens"], dependencies=[ADMIN])
+async def create_token(body: TokenIn, state: StateDep, who: PrincipalDep) -> dict[str, Any]:
+    """A per-user token with a role; ``token`` is in this response only (stored hashed)."""
+    row, token = await tokens.create_token(
+        state.pool, body.user, body.role, actor=who.actor, now=state.clock()
+    )
+    return {**asdict(row), "token": token}
+
+
+@v1.get("/tokens", tags=["tokens"], dependencies=[ADMIN])
+async def list_tokens(state: StateDep) -> list[dict[str, Any]]:
+    return [asdict(t) for t in await tokens.list_tokens(state.pool)]
+
+
+@v1.post("/tokens/{token_id}/revoke", tags=["tokens"], dependencies=[ADMIN])
+async def revoke_token(token_id: str, state: StateDep, who: PrincipalDep) -> dict[str, Any]:
+    """Revoke at once: the token's next request gets a 401."""
+    row = await tokens.revoke_token(state.pool, token_id, actor=who.actor, now=state.clock())
+    if row is None:
+        raise _not_found("token", token_id)
+    return asdict(row)
+
+
+@v1.get("/audit", tags=["audit"], dependencies=[AUDITOR])
+async def list_audit(
+    state: StateDep,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[dict[str, Any]]:
+    """Audit rows in order (each with its hash and its predecessor's)."""
+    return await audit.list_rows(state.pool, after_seq=after_seq, limit=limit)
+
+
+@v1.get("/audit/verify", tags=["audit"], dependencies=[AUDITOR])
+async def verify_audit(state: StateDep) -> dict[str, Any]:
+    """Recompute the chain; ``first_bad_seq`` names the first edited/inserted/deleted row."""
+    return asdict(await audit.verify(state.pool))
+
+
+@v1.get("/report", tags=["report"], dependencies=[ANALYST])
+async def get_report(
+    state: StateDep,
+    start: Annotated[date, Query(alias="from", description="First day (UTC)")],
+    end: Annotated[date, Query(alias="to", description="Last day (UTC, inclusive)")],
+    areas: Annotated[str | None, Query(description="Areas layer name")] = None,
+) -> dict[str, Any]:
+    """The oversight report's figures (``report.json``): coarse locations only."""
+    if end < start:
+        raise HTTPException(
+            422, {"detail": "invalid request", "errors": [{"field": "to", "reason": "before from"}]}
+        )
+    params = report_params(start, end, areas, OversightSettings())
+    async with (
+        state.pool.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        try:
+            inputs = await records.read_inputs(conn, params)
+        except ValueError as exc:
+            raise HTTPException(
+                422,
+                {"detail": "invalid request", "errors": [{"field": "areas", "reason": str(exc)}]},
+            ) from None
+    # Seconds of CPU for a year of a big city: off the loop that also delivers alerts
+    return await asyncio.to_thread(build_report, inputs, params, version=shotline_version())
 
 
 # --------------------------------------------------------------------------------------------
@@ -821,6 +934,7 @@ def create_app(state: ApiState) -> FastAPI:
     app.include_router(v1)
     # signed, expiring clip links (no admin token); errors in the API's one shape
     app.include_router(clips.router, responses=ERROR_RESPONSES)
+    app.add_middleware(AuditMiddleware)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

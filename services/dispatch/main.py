@@ -20,6 +20,8 @@ from services.dispatch.consumer import IncidentConsumer, make_planner
 from services.dispatch.delivery import DeliveryWorkers
 from services.dispatch.places import PlaceIndex
 from services.dispatch.settings import DispatchSettings
+from services.oversight.retention import run_retention
+from services.oversight.settings import OversightSettings
 from shared.clock import Clock, utc_now
 from shared.db import create_pool, migrate_url
 from shared.kafka import dead_letter_topic, ensure_topics, wait_for_broker
@@ -27,6 +29,8 @@ from shared.logging import configure_logging
 from shared.runtime import infrastructure, serve_until_signalled
 
 log = logging.getLogger("shotline.dispatch")
+#: Seconds after start of the first retention run.
+RETENTION_FIRST_RUN_S = 60.0
 
 
 class DispatchService:
@@ -40,8 +44,11 @@ class DispatchService:
         database_url: str,
         clock: Clock = utc_now,
         http: httpx.AsyncClient | None = None,
+        oversight: OversightSettings | None = None,
     ) -> None:
         self.settings = settings
+        self.oversight = OversightSettings() if oversight is None else oversight
+        self._retention_task: asyncio.Task[None] | None = None
         self.bootstrap_servers = bootstrap_servers
         self.database_url = database_url
         self.clock = clock
@@ -111,6 +118,10 @@ class DispatchService:
                     self.consumer.run(), name="dispatch-consumer"
                 )
             await self._start_api(timeout_s)
+            if self.oversight.retention_interval_s > 0:
+                self._retention_task = asyncio.create_task(
+                    self._retention_loop(), name="dispatch-retention"
+                )
         except BaseException:
             await self.stop(5.0)
             raise
@@ -139,6 +150,25 @@ class DispatchService:
                 raise TimeoutError("dispatch API did not start in time")
             await asyncio.sleep(0.02)
 
+    async def _retention_loop(self) -> None:
+        """Run retention a minute after start (a service restarted often still runs it),
+        then every ``retention_interval_s``. A failed run is logged and tried next time:
+        the rows stay due, nothing is lost by waiting."""
+        delay = min(RETENTION_FIRST_RUN_S, self.oversight.retention_interval_s)
+        while True:
+            await asyncio.sleep(delay)
+            delay = self.oversight.retention_interval_s
+            assert self.pool is not None
+            try:
+                await run_retention(
+                    self.pool,
+                    now=self.clock(),
+                    retention_days=self.oversight.retention_days,
+                    cell_m=self.oversight.cell_m,
+                )
+            except (asyncpg.PostgresError, OSError):
+                log.exception("retention run failed; retrying at the next interval")
+
     async def watch(self) -> None:
         """Returns (or raises) when the consumer stops by itself: the supervisor's hook."""
         if self._consumer_task is not None:
@@ -148,6 +178,11 @@ class DispatchService:
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """API first (no new admin calls), then consumer (commits), then workers. Bounded."""
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
+            self._retention_task = None
         if self._server is not None and self._server_task is not None:
             self._server.should_exit = True
             try:
@@ -186,7 +221,12 @@ class DispatchService:
         """Tests only: die like a killed process: no offset commit, no claim release."""
         tasks = [
             t
-            for t in (self._consumer_task, self._server_task, self._places_task)
+            for t in (
+                self._consumer_task,
+                self._server_task,
+                self._places_task,
+                self._retention_task,
+            )
             if t is not None
         ]
         for task in tasks:
@@ -202,7 +242,8 @@ class DispatchService:
         if self.pool is not None:
             self.pool.terminate()
         self.pool = self.consumer = self.workers = None
-        self._consumer_task = self._server_task = self._server = self._places_task = None
+        self._consumer_task = self._server_task = self._server = None
+        self._places_task = self._retention_task = None
 
 
 def run(settings: DispatchSettings) -> None:

@@ -1170,6 +1170,23 @@ async def get_incident(conn: Conn, incident_id: str) -> dict[str, Any] | None:
     }
 
 
+#: Outcome columns beyond the original feedback: the CAD linkage (``POST .../outcome`` and
+#: ``shotline outcomes import``).
+CAD_FIELDS = (
+    "cad_event_number",
+    "entry_time",
+    "dispatch_time",
+    "on_scene_time",
+    "clear_time",
+    "units",
+    "initial_priority",
+    "final_priority",
+    "final_call_type",
+    "finding",
+    "report_taken",
+)
+
+
 async def add_outcome(
     pool: asyncpg.Pool,
     incident_id: str,
@@ -1179,8 +1196,20 @@ async def add_outcome(
     evidence: Sequence[str],
     call_911: bool,
     disposition: str,
+    cad: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Append the next outcome version; None if the incident is unknown."""
+    """Append the next outcome version; None if the incident is unknown.
+
+    ``cad`` holds any of :data:`CAD_FIELDS` (unknown keys are a ValueError)."""
+    row = {
+        "incident_id": incident_id,
+        "units_dispatched": units_dispatched,
+        "arrival_time": arrival_time,
+        "evidence": list(evidence),
+        "call_911": call_911,
+        "disposition": disposition,
+        **(cad or {}),
+    }
     async with pool.acquire() as conn, conn.transaction():
         # Row lock: concurrent POSTs for one incident get consecutive versions.
         exists = await conn.fetchval(
@@ -1188,22 +1217,60 @@ async def add_outcome(
         )
         if not exists:
             return None
-        row = await conn.fetchrow(
-            """INSERT INTO dispatch_incident_outcomes
-                 (incident_id, outcome_version, units_dispatched, arrival_time, evidence,
-                  call_911, disposition)
-               SELECT $1, COALESCE(MAX(outcome_version), 0) + 1, $2, $3, $4, $5, $6
-               FROM dispatch_incident_outcomes WHERE incident_id = $1
-               RETURNING *""",
-            incident_id,
-            units_dispatched,
-            arrival_time,
-            list(evidence),
-            call_911,
-            disposition,
-        )
-    assert row is not None
-    return {**dict(row), "evidence": list(row["evidence"])}
+        stored = await insert_outcome_version(conn, row, source="api", import_key=None)
+    return _outcome(stored)
+
+
+def _outcome(row: asyncpg.Record) -> dict[str, Any]:
+    return {**dict(row), "evidence": list(row["evidence"]), "units": list(row["units"])}
+
+
+async def insert_outcome_version(
+    conn: asyncpg.Connection, row: Mapping[str, Any], *, source: str, import_key: str | None
+) -> asyncpg.Record:
+    """Append the next outcome version of ``row["incident_id"]`` (the caller holds the
+    incident's row lock). Missing CAD fields are NULL / empty; ``units_dispatched``
+    defaults to the number of units, ``arrival_time`` to the on-scene time."""
+    unknown = (
+        set(row)
+        - set(CAD_FIELDS)
+        - {"incident_id", "units_dispatched", "arrival_time", "evidence", "call_911", "disposition"}
+    )
+    if unknown:
+        raise ValueError(f"not outcome fields: {sorted(unknown)}")
+    units = list(row.get("units") or [])
+    stored = await conn.fetchrow(
+        """INSERT INTO dispatch_incident_outcomes
+             (incident_id, outcome_version, units_dispatched, arrival_time, evidence, call_911,
+              disposition, cad_event_number, entry_time, dispatch_time, on_scene_time,
+              clear_time, units, initial_priority, final_priority, final_call_type, finding,
+              report_taken, source, import_key)
+           SELECT $1, COALESCE(MAX(outcome_version), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9,
+                  $10, $11, $12, $13, $14, $15, $16, $17, $18, $19
+           FROM dispatch_incident_outcomes WHERE incident_id = $1
+           RETURNING *""",
+        row["incident_id"],
+        row.get("units_dispatched", len(units)),
+        row.get("arrival_time") or row.get("on_scene_time"),
+        list(row.get("evidence") or ["none"]),
+        bool(row.get("call_911", False)),
+        row.get("disposition") or "",
+        row.get("cad_event_number"),
+        row.get("entry_time"),
+        row.get("dispatch_time"),
+        row.get("on_scene_time"),
+        row.get("clear_time"),
+        units,
+        row.get("initial_priority"),
+        row.get("final_priority"),
+        row.get("final_call_type"),
+        row.get("finding"),
+        bool(row.get("report_taken", False)),
+        source,
+        import_key,
+    )
+    assert stored is not None
+    return stored
 
 
 async def list_outcomes(conn: Conn, incident_id: str) -> list[dict[str, Any]]:
@@ -1211,7 +1278,7 @@ async def list_outcomes(conn: Conn, incident_id: str) -> list[dict[str, Any]]:
         "SELECT * FROM dispatch_incident_outcomes WHERE incident_id = $1 ORDER BY outcome_version",
         incident_id,
     )
-    return [{**dict(r), "evidence": list(r["evidence"])} for r in rows]
+    return [_outcome(r) for r in rows]
 
 
 async def incident_exists(conn: Conn, incident_id: str) -> bool:

@@ -1,0 +1,1 @@
+"""Oversight: the commission's report, CAD/911/shooting imports, audit log, retention, roles."""
