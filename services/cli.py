@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -124,6 +126,80 @@ def infra() -> None:
     from services.runner import run_infra
 
     run_infra()
+
+
+drill_app = typer.Typer(
+    help="Rehearse a shooting through a deployment's ingest, marked as an exercise end to end "
+    "(CAP status=Exercise): `shotline drill --ingest URL --tokens FILE --scenario NAME --truth "
+    "OUT`, then `shotline drill score --truth OUT --alerts CAPTURE`.",
+    invoke_without_command=True,
+)
+app.add_typer(drill_app, name="drill")
+
+
+@drill_app.callback()
+@operator_errors
+def drill(
+    ctx: typer.Context,
+    ingest: Annotated[str | None, typer.Option(help="The deployment's ingest base URL")] = None,
+    tokens: Annotated[
+        Path | None,
+        typer.Option(help="JSON list of {sensor_id, token, lat, lon, alt_m} of its sensors"),
+    ] = None,
+    scenario: Annotated[
+        str, typer.Option(help="Situation to simulate (shot, burst, two_shooters, ...)")
+    ] = "shot",
+    truth: Annotated[Path | None, typer.Option(help="Where to write what was fired (JSON)")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated situation")] = 0,
+) -> None:
+    """Replay a simulated situation at real time through ingest; every pulse, incident and
+    alert of it is marked an exercise."""
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [n for n, v in (("--ingest", ingest), ("--tokens", tokens), ("--truth", truth))
+               if v is None]
+    if missing:
+        raise fail(f"shotline drill needs {', '.join(missing)}")
+    from services.drill import DrillError, read_sensors, run_drill
+
+    assert tokens is not None and truth is not None and ingest is not None
+    try:
+        sensors = read_sensors(tokens)
+        document = asyncio.run(run_drill(ingest, sensors, scenario, seed=seed))
+    except DrillError as exc:
+        raise fail(str(exc)) from exc
+    truth.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    err.print(
+        f"drill {document['drill_id']} ({scenario}, EXERCISE): "
+        f"{document['detections_posted']} detections posted {document['statuses']}; "
+        f"truth in {truth}"
+    )
+
+
+@drill_app.command("score")
+@operator_errors
+def drill_score(
+    truth: Annotated[Path, typer.Option(help="The truth file `shotline drill` wrote")],
+    alerts: Annotated[
+        Path, typer.Option(help="JSON lines of captured alerts: {received_at, body}")
+    ],
+) -> None:
+    """Detection, location error, rounds, false alerts and latency of a drill (JSON)."""
+    from services.drill import DrillError, read_capture, score
+
+    try:
+        document = orjson.loads(truth.read_bytes())
+        result = score(document, read_capture(alerts))
+    except FileNotFoundError as exc:
+        raise fail(f"--truth: {truth} does not exist") from exc
+    except orjson.JSONDecodeError as exc:
+        raise fail(f"--truth: {truth} is not JSON: {exc}") from exc
+    except DrillError as exc:
+        raise fail(str(exc)) from exc
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    if result["not_marked_exercise"]:
+        raise fail(f"{result['not_marked_exercise']} alert(s) of the drill were not marked "
+                   "exercise")
 
 
 @sensors_app.command("add")

@@ -115,6 +115,12 @@ UtcTime = Annotated[
     PlainSerializer(format_time, return_type=str, when_used="json"),
 ]
 
+def _is_false(value: object) -> bool:
+    return value is False
+
+
+_EXERCISE = {"exercise": True}
+
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=128)]
 
 
@@ -194,6 +200,11 @@ class DetectionIn(AcousticFeatures):
     temperature_c: float | None = Field(
         default=None, strict=True, ge=-60, le=70, description="Air temperature at the sensor, °C"
     )
+    exercise: bool = Field(
+        default=False,
+        description="A drill's pulse (`shotline drill`), never a real one: every incident "
+        "built from it is an exercise, and every alert of it says so",
+    )
 
     def features(self) -> AcousticFeatures:
         return AcousticFeatures(
@@ -231,6 +242,11 @@ class DetectionRecord(WireModel):
     features: AcousticFeatures = AcousticFeatures()
     temperature_c: float | None = None
     received_at: UtcTime = Field(description="When ingest accepted it (for the latency SLO)")
+    #: Written only when true, so a real detection's record is byte for byte what it was before
+    #: the field existed (an older locator, which forbids unknown fields, still reads it).
+    exercise: bool = Field(
+        default=False, exclude_if=_is_false, description="A drill's pulse (see DetectionIn)"
+    )
 
     @property
     def key(self) -> tuple[str, str]:
@@ -268,6 +284,7 @@ def encode_detection_record(
             },
             "temperature_c": detection.temperature_c,
             "received_at": received_at,
+            **(_EXERCISE if detection.exercise else {}),
         }
     )
 
@@ -325,6 +342,14 @@ class IncidentRecord(WireModel):
         description="When the earliest contributing detection reached ingest"
     )
     published_at: UtcTime = Field(description="When the locator produced this version")
+    exercise: bool = Field(
+        default=False,
+        exclude_if=_is_false,
+        description="Built from a drill's pulses only (the locator never associates a drill's "
+        "pulse with a real one): every alert of it is marked an exercise (CAP status "
+        "Exercise). Written only when true; an older dispatch, which does not know the field, "
+        "dead-letters such a record rather than deliver it as real",
+    )
 
 
 def is_identifier(value: str) -> bool:

@@ -573,6 +573,8 @@ class DeliveryWorkers:
                 raise RuntimeError("a webhook row is sent only after its body was stored")
             headers = sign_headers(d.webhook_id, now, d.body, active_secrets(d.secrets, now))
             headers["content-type"] = d.content_type
+            if record.exercise:  # (the body says so too, in every format)
+                headers["shotline-exercise"] = "true"
             return HttpRequest("POST", d.url, headers, d.body)
         assert d.push is not None
         return await self.push.build(

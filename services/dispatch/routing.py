@@ -169,8 +169,10 @@ def same_shot(a: IncidentRecord, b: IncidentRecord, *, window_s: float, distance
     locations lie within ``distance_m`` of each other, or within their two 95 % radii added
     if that is more (a boundary shot sits at the edge of both arrays, where radii are wide).
     Never the same shot within one zone: the locator itself merges rounds into updates there.
+    Never a drill's incident and a real one: a real alert must not be held back as the
+    sibling of an exercise (nor an exercise sent as an update of a real incident).
     """
-    if a.zone == b.zone:
+    if a.zone == b.zone or a.exercise != b.exercise:
         return False
     slack = timedelta(seconds=window_s)
     if a.shot_time > b.last_shot_time + slack or b.shot_time > a.last_shot_time + slack:

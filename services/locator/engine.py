@@ -174,6 +174,10 @@ class ZoneEngine:
     turns a round's :class:`ShotEvidence` into a :class:`Score`; it must be pure.
     """
 
+    #: Every incident of this engine is marked an exercise (the service gives a drill's
+    #: pulses an engine of their own).
+    exercise: bool = False
+
     def __init__(
         self, zone: str, config: LocatorConfig, scorer: Callable[[ShotEvidence], Score]
     ) -> None:
@@ -863,7 +867,9 @@ class ZoneEngine:
                 round_intervals_s=inc.round_intervals_s(),
             )
         )
-        return to_record(inc, decided.event, score, decided.now, self.config)
+        return to_record(
+            inc, decided.event, score, decided.now, self.config, exercise=self.exercise
+        )
 
     def _expire_by_event_time(self, seed_us: int, c: float) -> None:
         # Any later round is fired after (later seed - max range / c): incidents whose update

@@ -335,9 +335,10 @@ def same_kind(incident_kind: str | None, round_kind: str | None) -> bool:
 
 def to_record(
     inc: Incident, event: IncidentEvent, score: Score, published_at: datetime,
-    config: LocatorConfig,
+    config: LocatorConfig, *, exercise: bool = False,
 ) -> IncidentRecord:
-    """The wire record of the incident's current version."""
+    """The wire record of the incident's current version (``exercise``: built from a drill's
+    pulses)."""
     used = sorted({s for r in inc.rounds for s in r.sensors_used})
     rejected = sorted({s for r in inc.rounds for s in r.sensors_rejected} - set(used))
     n = [len(r.sensors_used) for r in inc.rounds]
@@ -363,4 +364,5 @@ def to_record(
         round_details=inc.wire_rounds(),
         first_detection_received_at=min(r.first_received_at for r in inc.rounds),
         published_at=published_at,
+        exercise=exercise,
     )

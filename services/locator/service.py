@@ -657,13 +657,18 @@ class LocatorService:
         now: datetime,
         consumed_mono: float,
     ) -> None:
-        key = (tp, det.zone)
+        # A drill's pulses get an engine of their own beside the zone's: never associated
+        # with a real pulse, so a real incident never takes a drill's pulse (nor the reverse),
+        # and every incident of that engine is an exercise. ('#' is in no zone identifier.)
+        engine_zone = f"{det.zone}#exercise" if det.exercise else det.zone
+        key = (tp, engine_zone)
         zone = self._engines.get(key)
         if zone is None:
             assert self._scorer is not None
             zone = _Zone(self._engine_factory(det.zone, self.config, self._scorer))
+            zone.engine.exercise = det.exercise
             self._engines[key] = zone
-            part.zones[det.zone] = zone
+            part.zones[engine_zone] = zone
         if part.event_clock is None or det.received_at > part.event_clock:
             part.event_clock = det.received_at
         zone.engine.add(det, offset, min(now, part.event_clock))

@@ -64,6 +64,8 @@ SEVERITIES = {
     "other": "Unknown",
 }
 RESTRICTION = "Public-safety dispatch and law enforcement only"
+#: CAP 1.2 §3.2.1: with status Exercise, "exercise identifier SHOULD appear in <note>".
+EXERCISE_NOTE = "EXERCISE: Shotline drill (shotline drill), not a real shot"
 SENDER_NAME = "Shotline acoustic gunfire detection"
 
 
@@ -129,6 +131,8 @@ def _description(incident: IncidentRecord, event: str, previous: IncidentRecord 
         text = "CANCELLED: this detection has been withdrawn. " + text
     elif event == "downgraded":
         text = f"{_downgrade(incident, previous)}: no longer classified as gunfire. " + text
+    if incident.exercise:
+        text = "EXERCISE, NOT A REAL SHOT. " + text
     return text
 
 
@@ -179,10 +183,12 @@ def render(
     _sub(alert, "identifier", identifier(incident, message_id))
     _sub(alert, "sender", sender)
     _sub(alert, "sent", cap_time(incident.published_at))
-    _sub(alert, "status", "Actual")
+    _sub(alert, "status", "Exercise" if incident.exercise else "Actual")
     _sub(alert, "msgType", MSG_TYPES[event])
     _sub(alert, "scope", "Restricted")
     _sub(alert, "restriction", RESTRICTION)
+    if incident.exercise:
+        _sub(alert, "note", EXERCISE_NOTE)
     if event != "created":
         if references:
             _sub(alert, "references", " ".join(references))

@@ -141,6 +141,10 @@ _PREFIXES = {
     "cancelled": "CANCELLED: detection withdrawn. ",
     "downgraded": "DOWNGRADED: no longer classified as gunfire. ",
 }
+#: EIDO has no exercise status of its own: a drill says so in the agency's internal type code
+#: and text (``exercise-gunfire``, "EXERCISE, NOT A REAL SHOT: Gunfire") and first in the notes,
+#: where a CAD shows it, besides the webhook's ``Shotline-Exercise: true`` header.
+EXERCISE_MARK = "EXERCISE, NOT A REAL SHOT:"
 
 
 def _location_description(place: Place | None) -> str:
@@ -186,6 +190,7 @@ def eido_document(
     cls = incident.classification
     loc = incident.location
     summary = (
+        f"{EXERCISE_MARK + ' ' if incident.exercise else ''}"
         f"{_PREFIXES.get(event, '')}"
         f"Acoustic gunfire detection (Shotline): {incident.rounds} round(s) classified as "
         f"{EVENT_NAMES[cls].lower()}, gunfire probability {incident.gunfire_probability:.0%}, "
@@ -220,8 +225,10 @@ def eido_document(
         "incidentComponent": {
             **prologue(incident_uid),
             "incidentTypeCommonRegistryText": APCO_CODES[cls],
-            "incidentTypeInternalCode": cls,
-            "incidentTypeInternalText": EVENT_NAMES[cls],
+            "incidentTypeInternalCode": f"exercise-{cls}" if incident.exercise else cls,
+            "incidentTypeInternalText": (
+                f"{EXERCISE_MARK} {EVENT_NAMES[cls]}" if incident.exercise else EVENT_NAMES[cls]
+            ),
             "incidentStatusCommonRegistryText": ["Cancelled" if event == "cancelled" else "Active"],
             "internalIncidentId": incident.incident_id,
             "beatOrDispatchGroupText": incident.zone,

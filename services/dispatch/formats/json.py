@@ -83,6 +83,7 @@ def alert_document(
             "zone": incident.zone,
             "detection_received_at": format_time(incident.first_detection_received_at),
             "published_at": format_time(incident.published_at),
+            "exercise": incident.exercise,
         },
     }
     if audio:

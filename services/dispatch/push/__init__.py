@@ -77,6 +77,8 @@ def push_message(
         title = f"UPDATE {name.upper()}: {rounds}"
     else:
         title = f"{name.upper()}: {rounds}"
+    if incident.exercise:
+        title = f"EXERCISE (drill, not real): {title}"
     shot = incident.shot_time.strftime("%H:%M:%S UTC")
     if place is not None and place.text:
         body = f"{place.text} · zone {incident.zone} · shot at {shot}"
@@ -93,6 +95,7 @@ def push_message(
         "lon": f"{loc.lon:.6f}",
         "radius95_m": f"{loc.radius95_m:.1f}",
         "shot_time": format_time(incident.shot_time),
+        "exercise": "true" if incident.exercise else "false",
     }
     if place is not None and place.text:
         data["address"] = place.text

@@ -231,15 +231,16 @@ def test_dashboard_queries_only_metrics_the_services_define() -> None:
 
 
 def test_make_test_installs_the_system_tools_before_the_tests_need_them() -> None:
-    """CI runs `make test`: promtool and amtool are installed there (as root, with apt-get)
-    by one script that later tools join, before pytest runs; .ci/run is exactly `make test`."""
+    """CI runs `make test`: promtool, amtool and docker-compose are installed there (as root,
+    with apt-get) by one script that later tools join, before pytest runs; .ci/run is
+    exactly `make test`."""
     makefile = (ROOT / "Makefile").read_text()
     recipe = makefile[makefile.index("\ntest: install") :].split("\n\n")[0]
     steps = [line.strip() for line in recipe.splitlines()[1:] if line.startswith("\t")]
     assert steps == [".ci/system-packages", "$(BIN)/ruff check .", "$(BIN)/pytest"]
     script = (ROOT / ".ci/system-packages").read_text()
-    assert "PACKAGES=(prometheus prometheus-alertmanager chromium)" in script
-    assert "TOOLS=(promtool amtool chromium)" in script
+    assert "PACKAGES=(prometheus prometheus-alertmanager chromium docker-compose)" in script
+    assert "TOOLS=(promtool amtool chromium docker-compose)" in script
     assert (ROOT / ".ci/system-packages").stat().st_mode & 0o111
     assert (ROOT / ".ci/run").read_text().rstrip().endswith("\nmake test")
 
@@ -251,5 +252,85 @@ def test_the_system_packages_script_is_idempotent() -> None:
         [str(ROOT / ".ci/system-packages")], capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
-    if shutil.which("promtool") and shutil.which("amtool") and shutil.which("chromium"):
+    if all(shutil.which(t) for t in ("promtool", "amtool", "chromium", "docker-compose")):
         assert result.stderr == ""
+
+
+COMPOSE_SCHEMA = ROOT / "tests/standards/compose-spec/compose-spec.json"
+#: What an operator puts in .env (the secrets compose requires); placeholders for the checks.
+COMPOSE_SECRETS = {
+    "POSTGRES_PASSWORD": "placeholder-not-a-secret",
+    "SHOTLINE_DISPATCH_ADMIN_TOKEN": "placeholder-not-a-secret",
+    "GRAFANA_ADMIN_PASSWORD": "placeholder-not-a-secret",
+}
+
+
+def test_compose_file_validates_against_the_compose_specification_schema() -> None:
+    """The Compose specification's own JSON schema (vendored, Apache-2.0): an unknown key, a
+    misspelt option or a top-level key the spec does not define (such as ``name:`` in the
+    spec version Debian's docker-compose implements) is an error here, not at 2 a.m."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    errors = sorted(
+        jsonschema.Draft201909Validator(schema).iter_errors(COMPOSE), key=lambda e: e.json_path
+    )
+    assert not errors, "\n".join(f"{e.json_path}: {e.message}" for e in errors)
+
+
+def test_the_schema_check_names_a_key_the_specification_does_not_define() -> None:
+    """The check above would catch a regression: ``name:`` at the top is rejected."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    with pytest.raises(jsonschema.ValidationError, match="name"):
+        jsonschema.validate(
+            {**COMPOSE, "name": "shotline"}, schema, jsonschema.Draft201909Validator
+        )
+
+
+needs_docker_compose = pytest.mark.skipif(
+    shutil.which("docker-compose") is None,
+    reason="docker-compose not installed (apt install docker-compose; make test does it as root)",
+)
+
+
+@needs_docker_compose
+def test_debians_docker_compose_accepts_the_file() -> None:
+    """``docker-compose config`` (Debian's 1.29; no Docker daemon needed) parses, interpolates
+    and validates the file the way an operator's deployment will."""
+    import os
+
+    result = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**os.environ, **COMPOSE_SECRETS},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_docker_compose
+def test_docker_compose_refuses_to_start_without_the_secrets() -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in COMPOSE_SECRETS}
+    result = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+    )
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr
+
+
+def test_the_image_runs_as_a_non_root_user() -> None:
+    """The Dockerfile's last USER is not root (a compromised service owns no container)."""
+    users = [
+        line.split(None, 1)[1].strip()
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("USER ")
+    ]
+    assert users and users[-1] not in ("root", "0", "0:0")

@@ -126,6 +126,7 @@ _positions = st.builds(
     peak_db=_optional_level,
     rise_time_ms=_optional_level,
     temperature_c=st.none() | st.floats(min_value=-60, max_value=70),
+    exercise=st.booleans(),
 )
 def test_ingest_fast_encoding_is_byte_identical_to_the_record_model(
     arrival: datetime,
@@ -134,6 +135,7 @@ def test_ingest_fast_encoding_is_byte_identical_to_the_record_model(
     peak_db: float | None,
     rise_time_ms: float | None,
     temperature_c: float | None,
+    exercise: bool,
 ) -> None:
     # Ingest skips building DetectionRecord for speed; what it writes must still be exactly
     # what the model would write, or the wire format would have two owners.
@@ -145,6 +147,7 @@ def test_ingest_fast_encoding_is_byte_identical_to_the_record_model(
         peak_db=peak_db,
         rise_time_ms=rise_time_ms,
         temperature_c=temperature_c,
+        exercise=exercise,
     )
     received = datetime(2026, 11, 25, 1, 2, 3, 456789, tzinfo=UTC)
     fast = encode_detection_record(
@@ -162,6 +165,21 @@ def test_ingest_fast_encoding_is_byte_identical_to_the_record_model(
         features=AcousticFeatures(peak_db=peak_db, rise_time_ms=rise_time_ms),
         temperature_c=temperature_c,
         received_at=received,
+        exercise=exercise,
     )
     assert fast == encode(record)
     assert DetectionRecord.model_validate_json(fast) == record
+
+
+def test_a_real_detection_and_incident_are_written_without_the_exercise_field() -> None:
+    """Only a drill's records carry ``exercise`` (true): a real one is byte for byte what an
+    older consumer, which forbids unknown fields, already reads."""
+    received = datetime(2026, 11, 25, 1, 2, 3, 456789, tzinfo=UTC)
+    real = DetectionRecord(
+        detection_id="d-1", sensor_id="s-1", zone="z", arrival_time=received,
+        position=Position(lat=40.0, lon=-80.0), received_at=received,
+    )
+    assert b"exercise" not in encode(real)
+    drill = real.model_copy(update={"exercise": True})
+    assert orjson.loads(encode(drill))["exercise"] is True
+    assert DetectionRecord.model_validate_json(encode(drill)).exercise is True
