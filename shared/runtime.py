@@ -14,11 +14,14 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+import asyncpg
+
+from shared.db import migrate_url
 from shared.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedStartError
 from shared.kafka import broker_reachable
 from shared.settings import CommonSettings
@@ -204,6 +207,24 @@ MIDDLE_COLLECTION_EVERY = 3
 #: Full collections run after this many collections of the middle generation (CPython: 10).
 #: (3,400 x 3 young collections: no more often than 1,000 x 10 were.)
 FULL_COLLECTION_EVERY = 3400
+
+
+def with_database(
+    action: Callable[[asyncpg.Pool], Awaitable[Any]], settings: CommonSettings | None = None
+) -> Any:
+    """Run ``action`` on a small pool of the configured (or joined, or embedded) database,
+    migrated first; the one way the command-line tools reach PostgreSQL."""
+    with infrastructure(settings or CommonSettings(), need_kafka=False) as infra:
+
+        async def _go() -> Any:
+            await migrate_url(infra.database_url)
+            pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=2)
+            try:
+                return await action(pool)
+            finally:
+                await pool.close()
+
+        return asyncio.run(_go())
 
 
 def tune_gc_for_latency() -> None:

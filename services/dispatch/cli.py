@@ -12,7 +12,6 @@ and exit code 2, never a traceback.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -23,9 +22,7 @@ from rich.table import Table
 
 from services.dispatch import store
 from shared.cli import err, fail, operator_errors
-from shared.db import migrate_url
-from shared.runtime import infrastructure
-from shared.settings import CommonSettings
+from shared.runtime import with_database
 
 app = typer.Typer(
     help="Alert dispatch: webhooks and officer push for located incidents.",
@@ -40,18 +37,7 @@ out = Console()
 
 
 def _with_pool(action: Callable[[asyncpg.Pool], Awaitable[Any]]) -> Any:
-    settings = CommonSettings()
-    with infrastructure(settings, need_kafka=False) as infra:
-
-        async def _go() -> Any:
-            await migrate_url(infra.database_url)
-            pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=2)
-            try:
-                return await action(pool)
-            finally:
-                await pool.close()
-
-        return asyncio.run(_go())
+    return with_database(action)
 
 
 @app.callback(invoke_without_command=True)

@@ -14,7 +14,6 @@ machine: no geocoding service is called.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,10 +28,8 @@ from rich.table import Table
 from services.dispatch import geofiles, geostore
 from services.dispatch.gazetteer import Gazetteer
 from shared.cli import err, fail, operator_errors
-from shared.db import migrate_url
-from shared.runtime import infrastructure
+from shared.runtime import with_database
 from shared.schemas import is_identifier
-from shared.settings import CommonSettings
 
 areas_app = typer.Typer(
     help="Area layers (districts, beats, sectors, neighbourhoods).", no_args_is_help=True
@@ -51,18 +48,7 @@ FileArg = Annotated[
 
 
 def _with_pool(action: Callable[[asyncpg.Pool], Awaitable[Any]]) -> Any:
-    settings = CommonSettings()
-    with infrastructure(settings, need_kafka=False) as infra:
-
-        async def _go() -> Any:
-            await migrate_url(infra.database_url)
-            pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=2)
-            try:
-                return await action(pool)
-            finally:
-                await pool.close()
-
-        return asyncio.run(_go())
+    return with_database(action)
 
 
 def _check_layer(layer: str) -> None:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
@@ -26,8 +25,7 @@ from services.oversight.retention import run_retention
 from services.oversight.settings import OversightSettings
 from shared.cli import err, fail, operator_errors
 from shared.clock import utc_now
-from shared.db import migrate_url
-from shared.runtime import infrastructure
+from shared.runtime import with_database
 
 out = Console()
 
@@ -46,18 +44,7 @@ tokens_app = typer.Typer(help="Per-user API tokens with roles.", no_args_is_help
 
 
 def with_pool(action: Callable[[asyncpg.Pool], Awaitable[Any]]) -> Any:
-    settings = OversightSettings()
-    with infrastructure(settings, need_kafka=False) as infra:
-
-        async def _go() -> Any:
-            await migrate_url(infra.database_url)
-            pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=2)
-            try:
-                return await action(pool)
-            finally:
-                await pool.close()
-
-        return asyncio.run(_go())
+    return with_database(action, OversightSettings())
 
 
 def _import(kind: str, path: Path, mapping_path: Path) -> None:
