@@ -65,6 +65,9 @@ class ApiState:
     pool: asyncpg.Pool
     bootstrap_servers: str
     clock: Clock
+    plan: Any = None  # store.Planner: review decisions are planned like consumed versions
+    gate: Any = None  # store.Gate
+    feed: Any = None  # console.feed.ConsoleFeed
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,6 +225,11 @@ class SubscriptionIn(_In):
         default=None, max_length=2048, description="Webhook URL (webhook channel)"
     )
     push: PushTarget | None = Field(default=None, description="Push target (push channel)")
+    review: Literal["none", "required"] = Field(
+        default="none",
+        description="required: told only after a reviewer decided, or marked unreviewed "
+        "once the review deadline passed",
+    )
 
     @field_validator("geofence")
     @classmethod
@@ -267,6 +275,7 @@ class SubscriptionPatch(_In):
     url: Line = Field(default=None, max_length=2048, json_schema_extra=_absent)
     push: PushTarget = Field(default=None, json_schema_extra=_absent)
     status: Literal["active", "disabled"] = Field(default=None, json_schema_extra=_absent)
+    review: Literal["none", "required"] = Field(default=None, json_schema_extra=_absent)
 
     @field_validator("geofence")
     @classmethod
@@ -449,6 +458,7 @@ async def create_subscription(body: SubscriptionIn, state: StateDep) -> dict[str
         url=body.url,
         push=None if body.push is None else body.push.model_dump(exclude_none=True),
         secret=secret,
+        review=body.review,
     )
     out = _public(sub)
     if secret is not None:
@@ -821,6 +831,10 @@ def create_app(state: ApiState) -> FastAPI:
     app.include_router(v1)
     # signed, expiring clip links (no admin token); errors in the API's one shape
     app.include_router(clips.router, responses=ERROR_RESPONSES)
+    from services.dispatch.console import api as console_api  # its routes import this module
+
+    app.include_router(console_api.v1, responses=ERROR_RESPONSES)
+    app.include_router(console_api.pages)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -94,6 +94,7 @@ class SubscriptionCache:
                 push=row.push,
                 name=row.name,
                 updated_at=row.updated_at,
+                review=row.review,
             )
         except ValueError:
             # The API validates the same way, so only a hand-edited row gets here.
@@ -150,10 +151,12 @@ class IncidentConsumer:
         bootstrap_servers: str,
         pool: asyncpg.Pool,
         plan: store.Planner,
+        gate: store.Gate | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.plan = plan
+        self.gate = gate
         self.same_shot: store.SameShot = functools.partial(
             same_shot,
             window_s=settings.same_shot_window_s,
@@ -276,6 +279,7 @@ class IncidentConsumer:
                     partition=partition,
                     offset=offset,
                     same_shot=self.same_shot,
+                    gate=self.gate,
                 )
             except _TRANSIENT as exc:
                 if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
