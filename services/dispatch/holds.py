@@ -208,7 +208,9 @@ async def decide(
     first = await pool.fetchval(
         """UPDATE dispatch_review_queue SET decided_at = $2, decision = $3, reviewed_by = $4,
                   late = $5
-           WHERE incident_id = $1 AND decided_at IS NULL RETURNING 1""",
+           WHERE incident_id = $1
+             AND (decided_at IS NULL OR (decision = 'unreviewed' AND $3 <> 'unreviewed'))
+           RETURNING 1""",
         incident_id,
         now,
         version.review.status,

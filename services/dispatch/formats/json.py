@@ -80,11 +80,29 @@ def alert_document(
             "zone": incident.zone,
             "detection_received_at": format_time(incident.first_detection_received_at),
             "published_at": format_time(incident.published_at),
+            **_review(incident),
         },
     }
     if audio:
         doc["data"]["audio"] = audio
     return doc
+
+
+def _review(incident: IncidentRecord) -> dict[str, Any]:
+    """The human review of this version, when it carries one (``review`` is absent on a
+    machine alert to a subscription that does not wait for review)."""
+    r = incident.review
+    if r is None:
+        return {}
+    return {
+        "review": {
+            "status": r.status,
+            "reviewed_by": r.reviewed_by,
+            "reason": r.reason,
+            "decided_at": format_time(r.decided_at),
+            "late": r.late,
+        }
+    }
 
 
 def render(

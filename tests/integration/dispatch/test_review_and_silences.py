@@ -1,0 +1,229 @@
+"""Review and silences through the real service: what each subscriber is told, when."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+from tests.integration.dispatch.helpers import admin, eventually, incident, square
+
+AREA = square(-79.99, 40.44)
+
+
+async def _subscribe(client, url: str, **extra) -> dict:  # type: ignore[no-untyped-def]
+    response = await client.post(
+        "/v1/subscriptions",
+        json={"name": "pd", "channel": "webhook", "url": url, "geofence": AREA, **extra},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def _metric(client, sample: str) -> float:  # type: ignore[no-untyped-def]
+    """The value of one sample line of /metrics (0 when absent)."""
+    for line in (await client.get("/metrics")).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
+
+
+def _alerts(got) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The JSON alerts a receiver (or the list its ``wait_for`` returned) got, in order."""
+    received = got if isinstance(got, list) else got.received
+    return [json.loads(r.body)["data"] for r in received]
+
+
+async def test_required_review_waits_for_the_reviewer_and_none_hears_at_once(
+    make_settings, services, receivers, publish
+):
+    service = await services(make_settings(review_deadline_s=60))
+    machine, reviewed = await receivers(), await receivers()
+    async with admin(service) as client:
+        await _subscribe(client, machine.url)
+        await _subscribe(client, reviewed.url, review="required")
+        record = incident()
+        await publish(record)
+        await machine.wait_for(1)
+        queue = (await client.get("/v1/reviews")).json()
+        assert [q["incident_id"] for q in queue] == [record.incident_id]
+        await asyncio.sleep(0.5)
+        assert reviewed.received == []  # nothing before a decision
+        confirmed = 'shotline_dispatch_review_decision_seconds_count{decision="confirm"}'
+        before = await _metric(client, confirmed)
+        response = await client.post(
+            f"/v1/reviews/{record.incident_id}",
+            json={"decision": "confirm", "reviewed_by": "ana", "reason": "three shots heard"},
+        )
+        assert response.status_code == 201, response.text
+        (alert,) = _alerts(await reviewed.wait_for(1))
+        assert (alert["event"], alert["version"]) == ("created", 2)
+        assert alert["review"]["status"] == "confirmed"
+        assert alert["review"]["reviewed_by"] == "ana"
+        assert alert["review"]["reason"] == "three shots heard"
+        assert not alert["review"]["late"]
+        await machine.wait_for(2)
+        assert [a["event"] for a in _alerts(machine)] == ["created", "updated"]
+        assert (await client.get("/v1/reviews")).json() == []
+        again = await client.post(
+            f"/v1/reviews/{record.incident_id}",
+            json={"decision": "reject", "reviewed_by": "bo", "reason": "second opinion"},
+        )
+        assert again.status_code == 201  # a later decision is a later version
+        await machine.wait_for(3)
+        await reviewed.wait_for(2)
+        assert _alerts(machine)[-1]["event"] == "cancelled"
+        assert _alerts(reviewed)[-1]["event"] == "cancelled"
+        # a decision on a cancelled incident is refused
+        late = await client.post(
+            f"/v1/reviews/{record.incident_id}",
+            json={"decision": "confirm", "reviewed_by": "cy", "reason": "x"},
+        )
+        assert late.status_code == 409, late.text
+        assert await _metric(client, confirmed) == before + 1
+
+
+async def test_a_passed_deadline_delivers_unreviewed_and_a_late_decision_is_marked_late(
+    make_settings, services, receivers, publish
+):
+    service = await services(make_settings(review_deadline_s=1.0, sweep_interval_s=0.1))
+    machine, reviewed = await receivers(), await receivers()
+    async with admin(service) as client:
+        await _subscribe(client, machine.url)
+        await _subscribe(client, reviewed.url, review="required")
+        record = incident()
+        await publish(record)
+        late_before = await _metric(client, "shotline_dispatch_review_late_total")
+        unreviewed_before = await _metric(client, "shotline_dispatch_review_unreviewed_total")
+        await machine.wait_for(1)
+        await asyncio.sleep(0.5)
+        assert reviewed.received == []
+        (alert,) = _alerts(await reviewed.wait_for(1, timeout_s=5))
+        assert alert["review"]["status"] == "unreviewed"  # fail open
+        assert alert["event"] == "created"
+        await asyncio.sleep(0.3)
+        assert len(machine.received) == 1  # the marker is no news to a non-reviewing CAD
+        response = await client.post(
+            f"/v1/reviews/{record.incident_id}",
+            json={"decision": "reject", "reviewed_by": "ana", "reason": "a car backfiring"},
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["review"]["late"] is True
+        assert _alerts(await reviewed.wait_for(2))[-1]["event"] == "cancelled"
+        assert _alerts(await machine.wait_for(2))[-1]["event"] == "cancelled"
+        assert await _metric(client, "shotline_dispatch_review_late_total") == late_before + 1
+        assert (
+            await _metric(client, "shotline_dispatch_review_unreviewed_total")
+            == unreviewed_before + 1
+        )
+
+
+async def test_a_rejection_before_anyone_was_told_sends_the_reviewing_cad_nothing(
+    make_settings, services, receivers, publish
+):
+    service = await services(make_settings(review_deadline_s=60))
+    reviewed = await receivers()
+    async with admin(service) as client:
+        await _subscribe(client, reviewed.url, review="required")
+        record = incident()
+        await publish(record)
+        await eventually(
+            lambda: _queued(client, record.incident_id), what="the incident in the queue"
+        )
+        response = await client.post(
+            f"/v1/reviews/{record.incident_id}",
+            json={"decision": "reject", "reviewed_by": "ana", "reason": "construction site"},
+        )
+        assert response.status_code == 201
+        await asyncio.sleep(1.0)
+        assert reviewed.received == []
+
+
+async def _queued(client, incident_id: str) -> bool:  # type: ignore[no-untyped-def]
+    return incident_id in {q["incident_id"] for q in (await client.get("/v1/reviews")).json()}
+
+
+async def test_a_silence_holds_delivery_until_expired_but_never_high_gunfire(
+    make_settings, services, receivers, publish
+):
+    service = await services(make_settings(silence_gunfire_floor=0.9, sweep_interval_s=0.1))
+    cad = await receivers()
+    async with admin(service) as client:
+        await _subscribe(client, cad.url, classes=["gunfire", "fireworks"], min_probability=0.0)
+        ends = datetime.now(UTC) + timedelta(hours=3)
+        created = await client.post(
+            "/v1/silences",
+            json={
+                "area": AREA,
+                "ends_at": ends.isoformat(),
+                "author": "sgt. ortiz",
+                "reason": "4th of July show at the stadium",
+            },
+        )
+        assert created.status_code == 201, created.text
+        silence = created.json()
+        show = incident(classification="fireworks", probability=0.1)
+        weak = incident(probability=0.5)  # low-probability gunfire: silenced too
+        shooting = incident(probability=0.97)  # above the floor: never silenced implicitly
+        for record in (show, weak, shooting):
+            await publish(record)
+        (alert,) = _alerts(await cad.wait_for(1))
+        assert alert["incident_id"] == shooting.incident_id
+        await asyncio.sleep(0.5)
+        assert len(cad.received) == 1
+        # still stored and listed (only delivery is held)
+        listed = {i["incident_id"] for i in (await client.get("/v1/incidents")).json()}
+        assert {show.incident_id, weak.incident_id} <= listed
+        bad = await client.post(
+            f"/v1/silences/{silence['silence_id']}/expire", json={"author": "sgt. ortiz"}
+        )
+        assert bad.status_code == 422  # who *and* why
+        expired = await client.post(
+            f"/v1/silences/{silence['silence_id']}/expire",
+            json={"author": "lt. chen", "reason": "show over early"},
+        )
+        assert expired.status_code == 200, expired.text
+        await cad.wait_for(3, timeout_s=5)
+        assert {a["incident_id"] for a in _alerts(cad)[1:]} == {show.incident_id, weak.incident_id}
+        detail = (await client.get(f"/v1/silences/{silence['silence_id']}")).json()
+        assert [(h["action"], h["actor"], h["reason"]) for h in detail["history"]] == [
+            ("created", "sgt. ortiz", "4th of July show at the stadium"),
+            ("expired", "lt. chen", "show over early"),
+        ]
+        assert {h["outcome"] for h in detail["held_incidents"]} == {"delivered"}
+
+
+async def test_the_console_feed_streams_new_versions_and_catches_up_from_last_event_id(
+    make_settings, services, publish
+):
+    service = await services(make_settings())
+    first, second = incident(), incident()
+    async with admin(service) as client:
+        await publish(first)
+        seen: list[dict] = []
+
+        async def read(after: int | None, stop_at: str) -> None:
+            headers = {} if after is None else {"last-event-id": str(after)}
+            async with client.stream("GET", "/v1/console/feed", headers=headers) as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                event: dict = {}
+                async for line in response.aiter_lines():
+                    if line.startswith("id: "):
+                        event["id"] = int(line[4:])
+                    elif line.startswith("data: "):
+                        event["data"] = json.loads(line[6:])
+                    elif line == "" and "data" in event:
+                        seen.append(event)
+                        if event["data"]["incident"]["incident_id"] == stop_at:
+                            return
+                        event = {}
+
+        await asyncio.wait_for(read(None, first.incident_id), 5)
+        last = seen[-1]["id"]
+        await publish(second)
+        seen.clear()
+        await asyncio.wait_for(read(last, second.incident_id), 5)
+        assert [e["data"]["incident"]["incident_id"] for e in seen] == [second.incident_id]
+        unauthenticated = await client.get("/v1/console/feed", headers={"authorization": ""})
+        assert unauthenticated.status_code == 401
