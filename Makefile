@@ -19,8 +19,8 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/shotline run --demo
 
-# .ci/system-packages: promtool and amtool for the deploy tests (apt-get, only as root;
-# otherwise those tests skip and say why).
+# .ci/system-packages: promtool and amtool for the deploy tests, chromium for the browser
+# tests (apt-get, only as root; otherwise those tests skip and say why).
 test: install
 	.ci/system-packages
 	$(BIN)/ruff check .
