@@ -25,7 +25,13 @@ log = logging.getLogger("shotline.dispatch.console")
 
 _QUEUE = 1000
 _SELECT = """SELECT v.feed_seq, v.incident_id, v.version, v.record::text AS record,
-                    v.consumed_at, i.same_shot_as
+                    v.consumed_at, i.same_shot_as,
+                    EXISTS (SELECT 1 FROM dispatch_silence_holds h
+                            WHERE h.incident_id = v.incident_id AND h.released_at IS NULL)
+                      AS silenced,
+                    EXISTS (SELECT 1 FROM dispatch_review_queue q
+                            WHERE q.incident_id = v.incident_id AND q.decided_at IS NULL)
+                      AS review_pending
              FROM dispatch_incident_versions v JOIN dispatch_incidents i USING (incident_id)"""
 
 
@@ -35,6 +41,8 @@ def event_of(row: asyncpg.Record) -> dict[str, Any]:
         "seq": row["feed_seq"],
         "stored_at": row["consumed_at"].isoformat(),
         "same_shot_as": list(row["same_shot_as"] or []),
+        "silenced": row["silenced"],  # a silence holds its delivery (still shown, marked)
+        "review_pending": row["review_pending"],
         "incident": record,
     }
 
