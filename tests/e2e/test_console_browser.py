@@ -82,8 +82,6 @@ async def page(tmp_path: Path) -> AsyncIterator[Any]:
         tab.errors = errors  # type: ignore[attr-defined]
         try:
             yield tab
-        except BaseException:
-            raise
         finally:
             # the page as the test left it (kept in tmp_path; its path is printed)
             shot = tmp_path / "console.png"
