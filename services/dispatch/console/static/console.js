@@ -121,7 +121,9 @@
     let minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
     for (const [lon, lat] of pts) { const [x, y] = project(lon, lat, 0); minX = Math.min(minX, x); maxX = Math.max(maxX, x); minY = Math.min(minY, y); maxY = Math.max(maxY, y); }
     const span = Math.max(maxX - minX, maxY - minY, 1e-7);
-    const z = Math.max(0, Math.min(19, Math.floor(Math.log2((0.8 * Math.min(W, H)) / span))));
+    // tiles exist at whole zoom levels only; the plane takes the scale that fits exactly
+    const fit = Math.max(0, Math.min(19, Math.log2((0.85 * Math.min(W, H)) / span)));
+    const z = L.tile_url ? Math.floor(fit) : fit;
     const k = 2 ** z, ox = ((minX + maxX) / 2) * k - W / 2, oy = ((minY + maxY) / 2) * k - H / 2;
     const xy = (lon, lat) => { const [x, y] = project(lon, lat, z); return [x - ox, y - oy]; };
     const parts = [];
