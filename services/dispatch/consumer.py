@@ -23,7 +23,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
-from services.dispatch import metrics, store
+from services.dispatch import holds, metrics, store
 from services.dispatch.model import Subscription
 from services.dispatch.routing import GUNFIRE_CLASSES, Told, route, same_shot
 from services.dispatch.settings import DispatchSettings
@@ -272,7 +272,7 @@ class IncidentConsumer:
         delay = 0.1
         while True:
             try:
-                return await store.store_incident(
+                result = await store.store_incident(
                     self.pool,
                     record,
                     self.plan,
@@ -281,6 +281,14 @@ class IncidentConsumer:
                     same_shot=self.same_shot,
                     gate=self.gate,
                 )
+                if result.outcome == "stored" or record.review is not None:
+                    return result
+                # a review decision may have taken this version number: store it after
+                carried = await holds.absorb_machine_version(self.pool, record, partition, offset)
+                if carried is None:
+                    return result
+                record = carried
+                continue
             except _TRANSIENT as exc:
                 if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
                     raise  # a bug, not an outage: crash loudly, the offset stays uncommitted

@@ -224,6 +224,38 @@ async def decide(
     return version
 
 
+async def absorb_machine_version(
+    pool: asyncpg.Pool, record: IncidentRecord, partition: int | None, offset: int | None
+) -> IncidentRecord | None:
+    """The renumbered version to store for a machine version that collided with a review
+    decision (:func:`review.carry_over`), or None (a true duplicate, e.g. a Kafka replay
+    of a message already stored: same partition and offset)."""
+    if partition is not None and offset is not None:
+        seen = await pool.fetchval(
+            """SELECT 1 FROM dispatch_incident_versions
+               WHERE incident_id = $1 AND kafka_partition = $2 AND kafka_offset = $3""",
+            record.incident_id,
+            partition,
+            offset,
+        )
+        if seen:
+            return None
+    raw = await pool.fetchval(
+        "SELECT record::text FROM dispatch_incidents WHERE incident_id = $1", record.incident_id
+    )
+    if raw is None:
+        return None
+    carried = review.carry_over(IncidentRecord.model_validate_json(raw), record)
+    if carried is None and record.review is None:
+        current = IncidentRecord.model_validate_json(raw)
+        if current.review is not None and current.event == "cancelled":
+            log.info(
+                "a machine version after a rejection is not stored (the rejection stands)",
+                extra={"incident_id": record.incident_id, "version": record.version},
+            )
+    return carried
+
+
 async def pass_deadlines(
     pool: asyncpg.Pool, *, now: datetime, plan: store.Planner, gate: store.Gate
 ) -> list[str]:

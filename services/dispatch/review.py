@@ -53,7 +53,43 @@ def may_tell(mode: str, record: IncidentRecord) -> bool:
     """
     if mode == "required":
         return record.review is not None
-    return record.review is None or record.review.status != "unreviewed"
+    return not is_deadline_marker(record)
+
+
+def is_deadline_marker(record: IncidentRecord) -> bool:
+    """The version written when the deadline passed (it repeats the picture; a later machine
+    version that carries the ``unreviewed`` status over is news, see :func:`carry_over`)."""
+    r = record.review
+    return (
+        r is not None
+        and r.status == "unreviewed"
+        and r.reviewed_by == DEADLINE_ACTOR
+        and record.published_at == r.decided_at
+    )
+
+
+def carry_over(current: IncidentRecord, incoming: IncidentRecord) -> IncidentRecord | None:
+    """A machine version that arrives after a review decision took its version number.
+
+    The locator counts versions without knowing that dispatch stored decisions in between,
+    so its next version collides with (or falls behind) a decided one. It is stored as the
+    version after ``current`` instead, carrying the decision over: a reviewer's class and
+    probability stand (rounds take the larger count), ``created`` becomes ``updated``.
+    Returns None when nothing should be stored: no decision stands (an ordinary duplicate
+    or stale version), or the incident was rejected (the reviewer's Cancel stands; a later
+    machine picture does not revive it).
+    """
+    review = current.review
+    if review is None or incoming.review is not None or current.event == "cancelled":
+        return None
+    changes: dict[str, object] = {"version": current.version + 1, "review": review}
+    if review.status == "reclassified":
+        changes["classification"] = current.classification
+        changes["gunfire_probability"] = current.gunfire_probability
+        changes["rounds"] = max(current.rounds, incoming.rounds)
+    if incoming.event == "created":
+        changes["event"] = "updated"
+    return incoming.model_copy(update=changes)
 
 
 def deadline_passed(item: QueueItem, now: datetime) -> bool:

@@ -227,3 +227,29 @@ async def test_the_console_feed_streams_new_versions_and_catches_up_from_last_ev
         assert [e["data"]["incident"]["incident_id"] for e in seen] == [second.incident_id]
         unauthenticated = await client.get("/v1/console/feed", headers={"authorization": ""})
         assert unauthenticated.status_code == 401
+
+
+async def test_the_locators_next_version_after_a_decision_is_stored_after_it_not_dropped(
+    make_settings, services, receivers, publish
+):
+    service = await services(make_settings(review_deadline_s=60))
+    cad = await receivers()
+    async with admin(service) as client:
+        await _subscribe(client, cad.url, review="required")
+        first = incident()
+        await publish(first)
+        await eventually(lambda: _queued(client, first.incident_id), what="queued")
+        decided = await client.post(
+            f"/v1/reviews/{first.incident_id}",
+            json={"decision": "confirm", "reviewed_by": "ana", "reason": "clear"},
+        )
+        assert decided.json()["version"] == 2
+        await cad.wait_for(1)
+        # the locator, unaware of the decision, sends its own version 2: a fourth round
+        more = first.model_copy(update={"version": 2, "event": "updated", "rounds": 4})
+        await publish(more)
+        got = _alerts(await cad.wait_for(2))
+        assert (got[1]["version"], got[1]["event"], got[1]["rounds"]) == (3, "updated", 4)
+        assert got[1]["review"]["status"] == "confirmed"  # the decision stands
+        versions = (await client.get(f"/v1/incidents/{first.incident_id}")).json()["versions"]
+        assert [v["version"] for v in versions] == [1, 2, 3]

@@ -33,11 +33,13 @@ def record(**changes: object) -> IncidentRecord:
 
 
 def reviewed(status: str) -> IncidentReview:
+    """A review as stored on a version published at T0 + 2 s (the deadline's own marker
+    when ``status`` is ``unreviewed``)."""
     return IncidentReview(
         status=status,  # type: ignore[arg-type]
-        reviewed_by="r",
+        reviewed_by=review.DEADLINE_ACTOR if status == "unreviewed" else "r",
         reason="x",
-        decided_at=T0,
+        decided_at=T0 + 2 * S,
         queued_at=T0,
         deadline_at=T0 + 30 * S,
     )
@@ -160,3 +162,77 @@ def test_decisions_that_make_no_sense(
         review.decided_version(
             current, decision, reviewed_by="ana", reason="r", item=ITEM, now=T0, **kwargs
         )  # type: ignore[arg-type]
+
+
+CONFIRMED = review.decided_version(
+    record(), "confirm", reviewed_by="ana", reason="r", item=ITEM, now=T0 + 5 * S
+)
+RECLASSIFIED = review.decided_version(
+    record(), "reclassify", reviewed_by="ana", reason="r", item=ITEM, now=T0 + 5 * S,
+    classification="fireworks",
+)  # fmt: skip
+REJECTED = review.decided_version(
+    record(), "reject", reviewed_by="ana", reason="r", item=ITEM, now=T0 + 5 * S
+)
+MARKER = review.decided_version(
+    record(), "unreviewed", reviewed_by=review.DEADLINE_ACTOR, reason="deadline", item=ITEM,
+    now=T0 + 30 * S,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("current", "incoming", "expected"),
+    [
+        # no decision stands: an ordinary duplicate, nothing to carry over
+        (record(), record(), None),
+        # the locator's v2 collides with the reviewer's v2: stored as v3, confirmation kept
+        (CONFIRMED, record(version=2, event="updated", rounds=4),
+         {"version": 3, "event": "updated", "rounds": 4, "classification": "gunfire",
+          "status": "confirmed"}),
+        # a reviewer's class stands against the machine's; rounds take the larger count
+        (RECLASSIFIED, record(version=2, event="updated", rounds=2),
+         {"version": 3, "event": "updated", "rounds": 3, "classification": "fireworks",
+          "status": "reclassified"}),
+        # after the deadline marker the machine's update carries "unreviewed" over
+        (MARKER, record(version=2, event="updated", rounds=5),
+         {"version": 3, "event": "updated", "rounds": 5, "classification": "gunfire",
+          "status": "unreviewed"}),
+        # a machine cancel after a confirmation is still a cancel
+        (CONFIRMED, record(version=2, event="cancelled"),
+         {"version": 3, "event": "cancelled", "rounds": 3, "classification": "gunfire",
+          "status": "confirmed"}),
+        # a rejection stands: the machine's later picture does not revive the incident
+        (REJECTED, record(version=2, event="updated", rounds=4), None),
+    ],
+)  # fmt: skip
+def test_a_machine_version_after_a_decision_is_stored_after_it(
+    current: IncidentRecord, incoming: IncidentRecord, expected: dict | None
+) -> None:
+    got = review.carry_over(current, incoming)
+    if expected is None:
+        assert got is None
+        return
+    assert got is not None and got.review is not None
+    assert {
+        "version": got.version,
+        "event": got.event,
+        "rounds": got.rounds,
+        "classification": got.classification,
+        "status": got.review.status,
+    } == expected
+
+
+@pytest.mark.parametrize(
+    ("version", "marker"),
+    [
+        (MARKER, True),  # the deadline's own version: no news to a non-reviewing CAD
+        (review.carry_over(MARKER, record(version=2, event="updated", rounds=5)), False),
+        (CONFIRMED, False),
+        (record(), False),
+    ],
+)
+def test_the_deadline_marker_is_only_the_deadlines_own_version(
+    version: IncidentRecord, marker: bool
+) -> None:
+    assert review.is_deadline_marker(version) is marker
+    assert review.may_tell("none", version) is not marker
