@@ -221,6 +221,11 @@ class DispatchSettings(CommonSettings):
         le=60,
         description="How often review deadlines and silence ends are checked, s",
     )
+    console_locator_metrics_url: str | None = Field(
+        default="http://127.0.0.1:9102/metrics",
+        description="The locator's /metrics, read by the console's sensor page for each "
+        "sensor's clock-drift health (median residual, flagged); unset: not shown",
+    )
     console_tile_url: str | None = Field(
         default=None,
         description="Basemap tile URL template for the console ({z}/{x}/{y}); unset: a "

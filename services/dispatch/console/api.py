@@ -13,8 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import httpx
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.dispatch import holds, store
@@ -233,12 +235,43 @@ async def sensors_page(
            FROM sensors s ORDER BY s.sensor_id""",
         hours * 3600,
     )
+    drift = await _locator_health(state.settings.console_locator_metrics_url)
     out = []
     for r in rows:
         row = dict(r)
         heard = row["used"] + row["rejected"]
         row["rejected_share"] = None if heard == 0 else row["rejected"] / heard
+        health = drift.get(row["sensor_id"], {})
+        row["median_residual_s"] = health.get("median_residual_s")
+        row["flagged"] = health.get("flagged")
         out.append(row)
+    return out
+
+
+async def _locator_health(url: str | None) -> dict[str, dict[str, float]]:
+    """Per sensor, the locator's clock health from its /metrics (empty when unreachable:
+    the page then shows the rest)."""
+    if not url:
+        return {}
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            text = (await client.get(url)).text
+    except httpx.HTTPError:
+        return {}
+    names = {
+        "shotline_locator_sensor_median_residual_seconds": "median_residual_s",
+        "shotline_locator_sensor_flagged": "flagged",
+    }
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in names and "sensor_id" in sample.labels:
+                    out.setdefault(sample.labels["sensor_id"], {})[names[sample.name]] = (
+                        sample.value
+                    )
+    except ValueError:
+        return {}
     return out
 
 

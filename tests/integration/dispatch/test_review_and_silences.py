@@ -253,3 +253,80 @@ async def test_the_locators_next_version_after_a_decision_is_stored_after_it_not
         assert got[1]["review"]["status"] == "confirmed"  # the decision stands
         versions = (await client.get(f"/v1/incidents/{first.incident_id}")).json()["versions"]
         assert [v["version"] for v in versions] == [1, 2, 3]
+
+
+async def test_the_sensor_page_shows_last_seen_rejections_and_the_locators_clock_health(
+    make_settings, services, publish, database_url
+):
+    import asyncpg
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    from services.ingest.registry import add_sensor
+    from shared.schemas import Position
+
+    registry = CollectorRegistry()
+    residual = Gauge(
+        "shotline_locator_sensor_median_residual_seconds", "", ["zone", "sensor_id"],
+        registry=registry,
+    )  # fmt: skip
+    flagged = Gauge("shotline_locator_sensor_flagged", "", ["zone", "sensor_id"], registry=registry)
+    residual.labels("z1", "s2").set(0.004)
+    flagged.labels("z1", "s2").set(1)
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def metrics(_request):  # type: ignore[no-untyped-def]
+        return Response(generate_latest(registry), media_type="text/plain")
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/metrics", metrics)]), host="127.0.0.1", port=0,
+            log_config=None, lifespan="off",
+        )
+    )  # fmt: skip
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(_started(server), timeout_s=5, what="the locator's /metrics")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        service = await services(
+            make_settings(console_locator_metrics_url=f"http://127.0.0.1:{port}/metrics")
+        )
+        conn = await asyncpg.connect(database_url)
+        try:
+            for sid, lon in (("s1", -79.99), ("s2", -79.98)):
+                await add_sensor(conn, sid, "z1", Position(lat=40.44, lon=lon))
+            await conn.execute("UPDATE sensors SET last_seen_at = now() WHERE sensor_id = 's1'")
+        finally:
+            await conn.close()
+        # s2's pulse was rejected by the solver in one incident of two
+        one = incident()
+        two = incident().model_copy(update={"sensors_used": ["s1"], "sensors_rejected": ["s2"]})
+        for record in (one, two):
+            await publish(record)
+        async with admin(service) as client:
+            await eventually(
+                lambda: _listed(client, {one.incident_id, two.incident_id}), what="stored"
+            )
+            rows = {r["sensor_id"]: r for r in (await client.get("/v1/console/sensors")).json()}
+    finally:
+        server.should_exit = True
+        await task
+    assert rows["s1"]["last_seen_at"] is not None and rows["s2"]["last_seen_at"] is None
+    assert (rows["s1"]["used"], rows["s1"]["rejected"], rows["s1"]["rejected_share"]) == (2, 0, 0)
+    assert (rows["s2"]["used"], rows["s2"]["rejected"], rows["s2"]["rejected_share"]) == (1, 1, 0.5)
+    assert (rows["s2"]["median_residual_s"], rows["s2"]["flagged"]) == (0.004, 1)
+    assert rows["s1"]["median_residual_s"] is None
+
+
+async def _listed(client, ids: set[str]) -> bool:  # type: ignore[no-untyped-def]
+    return ids <= {i["incident_id"] for i in (await client.get("/v1/incidents")).json()}
+
+
+def _started(server):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        return bool(server.started)
+
+    return check

@@ -213,7 +213,7 @@
   }
   async function showSensors() {
     const rows = await api("/v1/console/sensors");
-    $("#sensors").innerHTML = `<p><a href="#">← live</a></p><h2>Sensors (health from the last 24 h of incidents)</h2><table id="sensor-table"><tr><th>sensor</th><th>zone</th><th>status</th><th>last seen</th><th>located with</th><th>rejected by the solver</th></tr>${rows.map((s) => `<tr data-sensor-id="${esc(s.sensor_id)}"><td>${esc(s.sensor_id)}</td><td>${esc(s.zone)}</td><td>${esc(s.status)}</td><td>${when(s.last_seen_at)}</td><td>${s.used}</td><td>${s.rejected_share === null ? "—" : `${Math.round(s.rejected_share * 100)} %`}${s.rejected_share > 0.2 ? " ⚠ degraded" : ""}</td></tr>`).join("")}</table>`;
+    $("#sensors").innerHTML = `<p><a href="#">← live</a></p><h2>Sensors (health from the last 24 h of incidents)</h2><table id="sensor-table"><tr><th>sensor</th><th>zone</th><th>status</th><th>last seen</th><th>located with</th><th>rejected by the solver</th><th>clock (median residual)</th></tr>${rows.map((s) => `<tr data-sensor-id="${esc(s.sensor_id)}"><td>${esc(s.sensor_id)}</td><td>${esc(s.zone)}</td><td>${esc(s.status)}</td><td>${when(s.last_seen_at)}</td><td>${s.used}</td><td>${s.rejected_share === null ? "—" : `${Math.round(s.rejected_share * 100)} %`}${s.rejected_share > 0.2 ? " ⚠ degraded" : ""}</td><td>${s.median_residual_s == null ? "—" : `${(s.median_residual_s * 1000).toFixed(2)} ms`}${s.flagged ? " ⚠ drifting" : ""}</td></tr>`).join("")}</table>`;
   }
 
   async function loadLayers() { try { state.layers = await api("/v1/console/map"); drawMap(); } catch (err) { console.warn(err); } }
