@@ -238,8 +238,8 @@ def test_make_test_installs_the_system_tools_before_the_tests_need_them() -> Non
     steps = [line.strip() for line in recipe.splitlines()[1:] if line.startswith("\t")]
     assert steps == [".ci/system-packages", "$(BIN)/ruff check .", "$(BIN)/pytest"]
     script = (ROOT / ".ci/system-packages").read_text()
-    assert "PACKAGES=(prometheus prometheus-alertmanager)" in script
-    assert "TOOLS=(promtool amtool)" in script
+    assert "PACKAGES=(prometheus prometheus-alertmanager chromium)" in script
+    assert "TOOLS=(promtool amtool chromium)" in script
     assert (ROOT / ".ci/system-packages").stat().st_mode & 0o111
     assert (ROOT / ".ci/run").read_text().rstrip().endswith("\nmake test")
 
@@ -251,5 +251,5 @@ def test_the_system_packages_script_is_idempotent() -> None:
         [str(ROOT / ".ci/system-packages")], capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
-    if shutil.which("promtool") and shutil.which("amtool"):
+    if shutil.which("promtool") and shutil.which("amtool") and shutil.which("chromium"):
         assert result.stderr == ""
