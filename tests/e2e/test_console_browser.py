@@ -216,5 +216,6 @@ async def test_a_reviewer_rejects_an_incident_and_the_cad_gets_a_cap_cancel(
     }
     assert set((cancel.findtext(f"{CAP}references") or "").split()) == earlier
     assert len(received) == len(messages)
+    await page.click("text=← live")
     await page.wait_for_selector(f'li[data-incident-id="{incident_id}"] .badge.cancelled')
     assert page.errors == []  # type: ignore[attr-defined]

@@ -191,8 +191,8 @@
         <select id="new-class"><option value="">class…</option><option>gunfire</option><option>probable_gunfire</option><option>fireworks</option><option>other</option></select>
         <input id="new-rounds" type="number" min="1" placeholder="rounds" style="width:6rem">
         <button type="button" id="reclassify">Reclassify</button>
-        <button type="button" class="reject" id="reject">Reject (cancel)</button>
-        <span id="decide-result" class="meta"></span></form>` : ""}
+        <button type="button" class="reject" id="reject">Reject (cancel)</button></form>` : ""}
+      <p id="decide-result" class="meta">${esc(state.notice && state.notice.id === rec.incident_id ? state.notice.text : "")}</p>
       <h2>Versions</h2><table id="versions"><tr><th>v</th><th>event</th><th>class</th><th>p</th><th>rounds</th><th>location (95 %)</th><th>review</th><th>stored</th></tr>${versions}</table>
       <h2>Deliveries</h2><table id="deliveries"><tr><th>subscriber</th><th>v</th><th>event</th><th>status</th><th>attempts</th></tr>${deliveries || "<tr><td colspan=5>none</td></tr>"}</table>
       <h2>Outcomes</h2><table><tr><th>recorded</th><th>units</th><th>evidence</th><th>911 call</th><th>disposition</th></tr>${outcomes || "<tr><td colspan=5>none</td></tr>"}</table>`;
@@ -200,12 +200,14 @@
   }
   async function decide(id, decision) {
     const reviewer = $("#reviewer").value.trim(), reason = $("#reason").value.trim();
-    if (!reviewer || !reason) { $("#decide-result").textContent = "name and reason are required"; return; }
+    const say = (text) => { state.notice = { id, text }; $("#decide-result").textContent = text; };
+    if (!reviewer || !reason) { say("name and reason are required"); return; }
     localStorage.setItem("shotline-reviewer", reviewer);
     const body = { decision, reviewed_by: reviewer, reason };
     if (decision === "reclassify") { if ($("#new-class").value) body.classification = $("#new-class").value; if ($("#new-rounds").value) body.rounds = Number($("#new-rounds").value); }
-    try { const v = await api(`/v1/reviews/${encodeURIComponent(id)}`, { method: "POST", body: JSON.stringify(body) }); $("#decide-result").textContent = `stored as version ${v.version}`; await showIncident(id); }
-    catch (err) { $("#decide-result").textContent = err.message; }
+    // the feed may redraw the page before the answer arrives: the notice survives redraws
+    try { const v = await api(`/v1/reviews/${encodeURIComponent(id)}`, { method: "POST", body: JSON.stringify(body) }); say(`${decision} stored as version ${v.version}`); await showIncident(id); }
+    catch (err) { say(err.message); }
   }
   async function showReviews() {
     const items = await api("/v1/reviews");
