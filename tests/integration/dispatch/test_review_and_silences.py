@@ -175,6 +175,21 @@ async def test_a_silence_holds_delivery_until_expired_but_never_high_gunfire(
         # still stored and listed (only delivery is held)
         listed = {i["incident_id"] for i in (await client.get("/v1/incidents")).json()}
         assert {show.incident_id, weak.incident_id} <= listed
+        changed = await client.patch(
+            f"/v1/silences/{silence['silence_id']}",
+            json={
+                "ends_at": (ends + timedelta(hours=1)).isoformat(),
+                "author": "sgt. ortiz",
+                "reason": "encore announced",
+            },
+        )
+        assert changed.status_code == 200, changed.text
+        backwards = await client.patch(
+            f"/v1/silences/{silence['silence_id']}",
+            json={"ends_at": "2000-01-01T00:00:00Z", "author": "x", "reason": "typo"},
+        )
+        assert backwards.status_code == 422
+        assert "ends_at" in backwards.text
         bad = await client.post(
             f"/v1/silences/{silence['silence_id']}/expire", json={"author": "sgt. ortiz"}
         )
@@ -189,6 +204,7 @@ async def test_a_silence_holds_delivery_until_expired_but_never_high_gunfire(
         detail = (await client.get(f"/v1/silences/{silence['silence_id']}")).json()
         assert [(h["action"], h["actor"], h["reason"]) for h in detail["history"]] == [
             ("created", "sgt. ortiz", "4th of July show at the stadium"),
+            ("changed", "sgt. ortiz", "encore announced"),
             ("expired", "lt. chen", "show over early"),
         ]
         assert {h["outcome"] for h in detail["held_incidents"]} == {"delivered"}
