@@ -90,7 +90,7 @@
     return out.join("");
   }
   function drawList() {
-    const items = [...state.incidents.values()].sort((a, b) => b.incident.shot_time.localeCompare(a.incident.shot_time)).slice(0, 300);
+    const items = [...state.incidents.values()].sort((a, b) => b.incident.shot_time.localeCompare(a.incident.shot_time)).slice(0, 150);
     $("#incidents").innerHTML = items.map((ev) => {
       const inc = ev.incident;
       return `<li data-incident-id="${esc(inc.incident_id)}" data-version="${inc.version}" class="${state.selected === inc.incident_id ? "selected" : ""}">
@@ -144,7 +144,8 @@
       parts.push(`<rect class="sensor" data-sensor-id="${esc(s.sensor_id)}" x="${x - 5}" y="${y - 5}" width="10" height="10" fill="${used ? "#ffb347" : s.status === "active" ? "#c9d1d9" : "#555"}"><title>${esc(s.sensor_id)}</title></rect>`);
     }
     const colour = { gunfire: "#ff5b5b", probable_gunfire: "#ffb347", fireworks: "#6cb6ff", other: "#a0a0a0" };
-    for (const ev of state.incidents.values()) {
+    // the newest 150 incidents (a floor's working picture; older ones are on the list pages)
+    for (const ev of [...state.incidents.values()].slice(-150)) {
       const inc = ev.incident, [x, y] = xy(inc.location.lon, inc.location.lat);
       const mpp = (156543.03 * Math.cos((inc.location.lat * Math.PI) / 180)) / k;
       const r = Math.max(3, inc.location.radius95_m / mpp), c = colour[inc.classification] || "#fff";
