@@ -1,7 +1,8 @@
 """The console in a real browser (Debian's chromium driven by Playwright): detections posted
 through ingest appear on the page within a second; a reviewer confirms one on its page and
 the review-required CAD receives it; another rejects one and a CAP CAD gets a Cancel that
-validates against the OASIS XSD and references every message it cancels.
+validates against the OASIS XSD and references every message it cancels. The page is a
+portrait tablet driven by touch (finger-sized buttons).
 
 A failing test leaves a screenshot of the page in its tmp_path (named in the error).
 """
@@ -75,7 +76,10 @@ async def page(tmp_path: Path) -> AsyncIterator[Any]:
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = await browser.new_context(viewport={"width": 1280, "height": 800})
+        # a tablet held upright, driven by touch (the floor's supervisors carry one)
+        context = await browser.new_context(
+            viewport={"width": 820, "height": 1180}, has_touch=True, device_scale_factor=2
+        )
         tab = await context.new_page()
         errors: list[str] = []
         tab.on("pageerror", lambda e: errors.append(str(e)))
@@ -160,12 +164,15 @@ async def test_a_reviewer_confirms_an_incident_on_its_page_and_the_cad_receives_
     incident_id = await _shown_within(page, pipeline)
     await page.wait_for_selector(f'li[data-incident-id="{incident_id}"] .badge.review')
     assert cad.received == []  # held for review
-    await page.click(f'li[data-incident-id="{incident_id}"]')
+    await page.tap(f'li[data-incident-id="{incident_id}"]')
     await page.wait_for_selector("#confirm")
+    for button in ("#confirm", "#reclassify", "#reject"):  # finger-sized targets
+        box = await page.locator(button).bounding_box()
+        assert box is not None and box["height"] >= 44 and box["width"] >= 44, (button, box)
     assert await page.locator("#map .sensor").count() == len(ARRAY.sensors)
     await page.fill("#reviewer", "ana")
     await page.fill("#reason", "three clear impulses, no event nearby")
-    await page.click("#confirm")
+    await page.tap("#confirm")
     await page.wait_for_selector("#decide-result:has-text('stored as version')")
     (got,) = await cad.wait_for(1, timeout_s=10)
     import json
