@@ -109,7 +109,9 @@ async def console_asset(name: str) -> FileResponse:
 # --- live feed and views --------------------------------------------------------------------
 
 
-@v1.get("/console/feed", tags=["console"])
+# An endless event stream is not an operation an OpenAPI client (or fuzzer) can call and
+# check: documented in the README instead.
+@v1.get("/console/feed", tags=["console"], include_in_schema=False)
 async def feed(
     request: Request,
     state: StateDep,
