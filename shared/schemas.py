@@ -314,6 +314,18 @@ class Round(WireModel):
     detection_keys: list[str] = Field(description="'sensor_id/detection_id' of each pulse used")
 
 
+class IncidentReview(WireModel):
+    """A person's decision on an incident (or the review deadline passing without one)."""
+
+    status: Literal["confirmed", "reclassified", "rejected", "unreviewed"]
+    reviewed_by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(max_length=2000)
+    decided_at: UtcTime
+    late: bool = Field(default=False, description="Decided after the review deadline")
+    queued_at: UtcTime
+    deadline_at: UtcTime
+
+
 class IncidentRecord(WireModel):
     """What the locator writes to the ``incidents`` topic, keyed by ``incident_id``.
 
@@ -349,6 +361,9 @@ class IncidentRecord(WireModel):
         "pulse with a real one): every alert of it is marked an exercise (CAP status "
         "Exercise). Written only when true; an older dispatch, which does not know the field, "
         "dead-letters such a record rather than deliver it as real",
+    )
+    review: IncidentReview | None = Field(
+        default=None, description="Set on versions written by dispatch's human review"
     )
 
 

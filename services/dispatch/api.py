@@ -79,6 +79,9 @@ class ApiState:
     pool: asyncpg.Pool
     bootstrap_servers: str
     clock: Clock
+    plan: Any = None  # store.Planner: review decisions are planned like consumed versions
+    gate: Any = None  # store.Gate
+    feed: Any = None  # console.feed.ConsoleFeed
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,6 +239,11 @@ class SubscriptionIn(_In):
         default=None, max_length=2048, description="Webhook URL (webhook channel)"
     )
     push: PushTarget | None = Field(default=None, description="Push target (push channel)")
+    review: Literal["none", "required"] = Field(
+        default="none",
+        description="required: told only after a reviewer decided, or marked unreviewed "
+        "once the review deadline passed",
+    )
 
     @field_validator("geofence")
     @classmethod
@@ -281,6 +289,7 @@ class SubscriptionPatch(_In):
     url: Line = Field(default=None, max_length=2048, json_schema_extra=_absent)
     push: PushTarget = Field(default=None, json_schema_extra=_absent)
     status: Literal["active", "disabled"] = Field(default=None, json_schema_extra=_absent)
+    review: Literal["none", "required"] = Field(default=None, json_schema_extra=_absent)
 
     @field_validator("geofence")
     @classmethod
@@ -451,12 +460,10 @@ async def require_json_body(request: Request) -> None:
         )
 
 
+#: Every ``/v1`` router's: the bearer scheme, authentication (401), a JSON body (415).
+V1_DEPENDENCIES = [Depends(_BEARER), Depends(authenticate), Depends(require_json_body)]
 # Authentication on the router (401), authorisation per route: one role-set dependency each.
-v1 = APIRouter(
-    prefix="/v1",
-    dependencies=[Depends(_BEARER), Depends(authenticate), Depends(require_json_body)],
-    responses=ERROR_RESPONSES,
-)
+v1 = APIRouter(prefix="/v1", dependencies=V1_DEPENDENCIES, responses=ERROR_RESPONSES)
 
 
 def _not_found(what: str, ident: object) -> HTTPException:
@@ -482,6 +489,7 @@ async def create_subscription(body: SubscriptionIn, state: StateDep) -> dict[str
         url=body.url,
         push=None if body.push is None else body.push.model_dump(exclude_none=True),
         secret=secret,
+        review=body.review,
     )
     out = _public(sub)
     if secret is not None:
@@ -934,6 +942,10 @@ def create_app(state: ApiState) -> FastAPI:
     app.include_router(v1)
     # signed, expiring clip links (no admin token); errors in the API's one shape
     app.include_router(clips.router, responses=ERROR_RESPONSES)
+    from services.dispatch.console import api as console_api  # its routes import this module
+
+    app.include_router(console_api.v1, responses=ERROR_RESPONSES)
+    app.include_router(console_api.pages)
     app.add_middleware(AuditMiddleware)
 
     @app.get("/healthz", tags=["health"])

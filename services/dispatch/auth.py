@@ -5,10 +5,11 @@
   401 otherwise. The principal is kept in ``request.state.principal``.
 * One dependency per role set, put on each route: :data:`ADMIN` (subscriptions,
   deliveries, tokens), :data:`DISPATCHER` (incidents with exact data, outcomes),
-  :data:`REVIEWER` (the review queue and silences), :data:`ANALYST` (reports: coarse
-  locations only), :data:`AUDITOR` (the audit log). A role outside the set gets a 403
-  naming the role and the roles the route serves. The bootstrap token passes every set:
-  it is the operator's way in, to create the first users.
+  :data:`REVIEWER` (the review queue and decisions, and silences: a supervisor on the
+  floor), :data:`CONSOLE` (the console's data: dispatchers and reviewers), :data:`ANALYST`
+  (reports: coarse locations only), :data:`AUDITOR` (the audit log). A role outside the
+  set gets a 403 naming the role and the roles the route serves. The bootstrap token
+  passes every set: it is the operator's way in, to create the first users.
 * :class:`AuditMiddleware` appends a row to the hash-chained audit log for every accepted
   change (any method but GET) and every read of an incident's exact data (route paths in
   :data:`EXACT_READS`), before the response leaves.
@@ -30,7 +31,14 @@ log = logging.getLogger("shotline.dispatch.auth")
 
 BOOTSTRAP = "bootstrap"
 #: Routes whose GET returns an incident's exact location or detections (audited reads).
-EXACT_READS = frozenset({"/v1/incidents", "/v1/incidents/{incident_id}"})
+EXACT_READS = frozenset(
+    {
+        "/v1/incidents",
+        "/v1/incidents/{incident_id}",
+        "/v1/console/feed",
+        "/v1/console/incidents/{incident_id}",
+    }
+)
 #: Routes that write their own audit rows (in the transaction of the change).
 SELF_AUDITED = frozenset({"/v1/tokens", "/v1/tokens/{token_id}/revoke"})
 
@@ -90,9 +98,10 @@ def allow(*roles: str) -> Any:
 ADMIN = allow("admin")
 DISPATCHER = allow("dispatcher")
 REVIEWER = allow("reviewer")
+CONSOLE = allow("dispatcher", "reviewer")
 ANALYST = allow("analyst")
 AUDITOR = allow("auditor")
-ROLE_DEPENDENCIES = (ADMIN, DISPATCHER, REVIEWER, ANALYST, AUDITOR)
+ROLE_DEPENDENCIES = (ADMIN, DISPATCHER, REVIEWER, CONSOLE, ANALYST, AUDITOR)
 
 
 class AuditMiddleware:

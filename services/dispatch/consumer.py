@@ -24,7 +24,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
-from services.dispatch import metrics, store
+from services.dispatch import holds, metrics, store
 from services.dispatch.model import Subscription
 from services.dispatch.places import PlaceIndex
 from services.dispatch.routing import GUNFIRE_CLASSES, Told, route, same_shot
@@ -96,6 +96,7 @@ class SubscriptionCache:
                 push=row.push,
                 name=row.name,
                 updated_at=row.updated_at,
+                review=row.review,
             )
         except ValueError:
             # The API validates the same way, so only a hand-edited row gets here.
@@ -153,11 +154,13 @@ class IncidentConsumer:
         pool: asyncpg.Pool,
         plan: store.Planner,
         places: PlaceIndex | None = None,
+        gate: store.Gate | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.plan = plan
         self.places = places
+        self.gate = gate
         self.same_shot: store.SameShot = functools.partial(
             same_shot,
             window_s=settings.same_shot_window_s,
@@ -280,7 +283,7 @@ class IncidentConsumer:
         delay = 0.1
         while True:
             try:
-                return await store.store_incident(
+                result = await store.store_incident(
                     self.pool,
                     record,
                     self.plan,
@@ -288,7 +291,16 @@ class IncidentConsumer:
                     offset=offset,
                     same_shot=self.same_shot,
                     place=place,
+                    gate=self.gate,
                 )
+                if result.outcome == "stored" or record.review is not None:
+                    return result
+                # a review decision may have taken this version number: store it after
+                carried = await holds.absorb_machine_version(self.pool, record, partition, offset)
+                if carried is None:
+                    return result
+                record = carried
+                continue
             except _TRANSIENT as exc:
                 if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
                     raise  # a bug, not an outage: crash loudly, the offset stays uncommitted

@@ -15,7 +15,9 @@ import asyncpg
 import httpx
 import uvicorn
 
+from services.dispatch import holds
 from services.dispatch.api import ApiState, create_app
+from services.dispatch.console.feed import ConsoleFeed
 from services.dispatch.consumer import IncidentConsumer, make_planner
 from services.dispatch.delivery import DeliveryWorkers
 from services.dispatch.places import PlaceIndex
@@ -61,6 +63,10 @@ class DispatchService:
         self._places_task: asyncio.Task[None] | None = None
         self._server: uvicorn.Server | None = None
         self._server_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+        self.plan = make_planner(clock)
+        self.gate = holds.make_gate(self.plan, settings.gate_settings(), clock)
+        self.feed: ConsoleFeed | None = None
 
     @property
     def port(self) -> int:
@@ -110,13 +116,17 @@ class DispatchService:
                     self.settings,
                     bootstrap_servers=self.bootstrap_servers,
                     pool=self.pool,
-                    plan=make_planner(self.clock),
+                    plan=self.plan,
                     places=self.places,
+                    gate=self.gate,
                 )
                 await self.consumer.start()
                 self._consumer_task = asyncio.create_task(
                     self.consumer.run(), name="dispatch-consumer"
                 )
+            self._sweep_task = asyncio.create_task(self._sweep(), name="dispatch-sweep")
+            self.feed = ConsoleFeed(self.pool)
+            await self.feed.start()
             await self._start_api(timeout_s)
             if self.oversight.retention_interval_s > 0:
                 self._retention_task = asyncio.create_task(
@@ -126,9 +136,27 @@ class DispatchService:
             await self.stop(5.0)
             raise
 
+    async def _sweep(self) -> None:
+        """Review deadlines and silence ends, every ``sweep_interval_s`` (any instance may
+        do it: a decision is a version, stored once; a release locks its holds)."""
+        assert self.pool is not None
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            try:
+                now = self.clock()
+                await holds.pass_deadlines(self.pool, now=now, plan=self.plan, gate=self.gate)
+                await holds.release_silences(
+                    self.pool, now=now, plan=self.plan, settings=self.settings.gate_settings()
+                )
+                await holds.refresh_queue_gauges(self.pool, now)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                log.warning("review/silence sweep failed; retrying", exc_info=True)
+
     async def _start_api(self, timeout_s: float) -> None:
         assert self.pool is not None
-        app = create_app(ApiState(self.settings, self.pool, self.bootstrap_servers, self.clock))
+        state = ApiState(self.settings, self.pool, self.bootstrap_servers, self.clock)
+        state.plan, state.gate, state.feed = self.plan, self.gate, self.feed
+        app = create_app(state)
         config = uvicorn.Config(
             app,
             host=self.settings.host,
@@ -194,6 +222,15 @@ class DispatchService:
             except Exception:
                 log.exception("dispatch API failed")
             self._server = self._server_task = None
+        for task in (self._sweep_task,):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._sweep_task = None
+        if self.feed is not None:
+            await self.feed.stop()
+            self.feed = None
         if self._consumer_task is not None:
             self._consumer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -226,9 +263,13 @@ class DispatchService:
                 self._server_task,
                 self._places_task,
                 self._retention_task,
+                self._sweep_task,
             )
             if t is not None
         ]
+        if self.feed is not None:
+            await self.feed.stop()
+            self.feed = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -243,7 +284,7 @@ class DispatchService:
             self.pool.terminate()
         self.pool = self.consumer = self.workers = None
         self._consumer_task = self._server_task = self._server = None
-        self._places_task = self._retention_task = None
+        self._places_task = self._retention_task = self._sweep_task = None
 
 
 def run(settings: DispatchSettings) -> None:

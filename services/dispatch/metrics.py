@@ -160,3 +160,44 @@ PLACES_LOOKUP = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
     registry=REGISTRY,
 )
+
+
+_REVIEW = (1, 2, 5, 10, 15, 20, 30, 45, 60, 120, 300)
+
+REVIEW_QUEUED = Counter(
+    "shotline_dispatch_review_queued_total",
+    "Incidents queued for human review (a review-required subscription waits for them)",
+    registry=REGISTRY,
+)
+REVIEW_DECISION_S = Histogram(
+    "shotline_dispatch_review_decision_seconds",
+    "Time from an incident queued for review to a reviewer's decision, by decision",
+    ["decision"],  # confirm, reclassify, reject
+    buckets=_REVIEW,
+    registry=REGISTRY,
+)
+REVIEW_LATE = Counter(
+    "shotline_dispatch_review_late_total",
+    "Review decisions taken after the review deadline (the incident went out unreviewed)",
+    registry=REGISTRY,
+)
+REVIEW_UNREVIEWED = Counter(
+    "shotline_dispatch_review_unreviewed_total",
+    "Incidents delivered unreviewed because the review deadline passed (fail open)",
+    registry=REGISTRY,
+)
+REVIEW_QUEUE_LENGTH = Gauge(
+    "shotline_dispatch_review_queue_length",
+    "Incidents waiting for a reviewer's decision",
+    registry=REGISTRY,
+)
+REVIEW_QUEUE_OLDEST_S = Gauge(
+    "shotline_dispatch_review_queue_oldest_seconds",
+    "How long the oldest undecided incident has waited in the review queue (queue wait)",
+    registry=REGISTRY,
+)
+SILENCED = Counter(
+    "shotline_dispatch_silenced_total",
+    "Incident versions whose delivery a silence held",
+    registry=REGISTRY,
+)

@@ -129,6 +129,8 @@ class Subscription:
     push: Mapping[str, Any] | None = None
     name: str = ""
     updated_at: datetime | None = field(default=None, compare=False)
+    #: "required": told only of reviewed versions (see :mod:`services.dispatch.review`)
+    review: str = "none"
 
     def __post_init__(self) -> None:
         # frozen dataclass: normalise through object.__setattr__ (construction time only)
@@ -142,6 +144,8 @@ class Subscription:
             raise ValueError(f"classes must be a non-empty subset of {CLASSES}")
         if not self.events or not self.events <= set(EVENTS):
             raise ValueError(f"events must be a non-empty subset of {EVENTS}")
+        if self.review not in ("none", "required"):
+            raise ValueError(f"review must be 'none' or 'required', not {self.review!r}")
         if not 0.0 <= self.min_probability <= 1.0:
             raise ValueError("min_probability must be within [0, 1]")
         if self.channel == "webhook":

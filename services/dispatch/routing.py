@@ -23,6 +23,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from services.dispatch.model import DeliveryEvent, DeliveryPlan, Subscription
+from services.dispatch.review import may_tell
 from services.dispatch.signing import webhook_id
 from shared.geo import haversine_m
 from shared.schemas import IncidentRecord
@@ -211,6 +212,8 @@ def route(
     """
     plans: list[DeliveryPlan] = []
     for sub in subscriptions:
+        if not may_tell(sub.review, incident):
+            continue
         already = None if notified is None else sub.subscription_id in notified
         told = notified.get(sub.subscription_id) if isinstance(notified, Mapping) else None
         event = delivery_event(incident, sub, already, told)

@@ -200,6 +200,53 @@ class DispatchSettings(CommonSettings):
 
     db_pool_size: int = Field(default=10, ge=2, le=200, description="PostgreSQL connections")
 
+    # --- review, silences, console --------------------------------------------------------
+    review_deadline_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A review-required subscription gets an undecided incident marked "
+        "unreviewed after this long, s",
+    )
+    silence_gunfire_floor: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="Gunfire at or above this probability is never silenced unless the "
+        "silence sets include_high_gunfire",
+    )
+    silence_release_relevance_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A silenced incident is still delivered when its silence ends if its "
+        "last round is at most this old, s",
+    )
+    sweep_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How often review deadlines and silence ends are checked, s",
+    )
+    console_locator_metrics_url: str | None = Field(
+        default="http://127.0.0.1:9102/metrics",
+        description="The locator's /metrics, read by the console's sensor page for each "
+        "sensor's clock-drift health (median residual, flagged); unset: not shown",
+    )
+    console_tile_url: str | None = Field(
+        default=None,
+        description="Basemap tile URL template for the console ({z}/{x}/{y}); unset: a "
+        "scaled plane with sensors, geofences and incidents, no network needed",
+    )
+
+    def gate_settings(self):  # type: ignore[no-untyped-def]
+        from services.dispatch.holds import GateSettings
+
+        return GateSettings(
+            review_deadline_s=self.review_deadline_s,
+            gunfire_floor=self.silence_gunfire_floor,
+            release_relevance_s=self.silence_release_relevance_s,
+        )
+
     @property
     def max_attempts(self) -> int:
         return len(self.retry_schedule_s) + 1

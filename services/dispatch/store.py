@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -77,11 +77,13 @@ class SubscriptionRow:
     push: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    review: str = "none"
 
 
 _SUB_COLUMNS = (
     "subscription_id, name, channel, status, disabled_reason, geofence::text AS geofence, "
-    "classes, min_probability, events, format, url, push::text AS push, created_at, updated_at"
+    "classes, min_probability, events, format, url, push::text AS push, created_at, updated_at, "
+    "review"
 )
 
 
@@ -111,14 +113,15 @@ async def create_subscription(
     url: str | None,
     push: dict[str, Any] | None,
     secret: str | None,
+    review: str = "none",
 ) -> SubscriptionRow:
     """Insert a subscription (and its first signing secret, for webhooks)."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             f"""INSERT INTO dispatch_subscriptions
                   (subscription_id, name, channel, geofence, classes, min_probability, events,
-                   format, url, push)
-                VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10::jsonb)
+                   format, url, push, review)
+                VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10::jsonb, $11)
                 RETURNING {_SUB_COLUMNS}""",
             new_subscription_id(),
             name,
@@ -130,6 +133,7 @@ async def create_subscription(
             format,
             url,
             None if push is None else _json(push),
+            review,
         )
         assert row is not None
         if secret is not None:
@@ -165,7 +169,8 @@ async def list_subscriptions(
 
 #: Columns an update may change (the channel is fixed for a subscription's life).
 UPDATABLE = frozenset(
-    {"name", "geofence", "classes", "min_probability", "events", "format", "url", "push", "status"}
+    {"name", "geofence", "classes", "min_probability", "events", "format", "url", "push", "status",
+     "review"}
 )
 
 
@@ -263,6 +268,18 @@ class PlannedDelivery:
 Planner = Callable[
     [IncidentRecord, list[SubscriptionRow], Mapping[str, Told]], list[PlannedDelivery]
 ]
+#: Runs in the store's transaction after planning (review queue, silences: see
+#: :mod:`services.dispatch.holds`); returns the deliveries to write now.
+Gate = Callable[
+    [
+        asyncpg.Connection,
+        IncidentRecord,
+        list[SubscriptionRow],
+        Mapping[str, Told],
+        list[PlannedDelivery],
+    ],
+    Awaitable[list[PlannedDelivery]],
+]
 #: Do two incidents (of different zones) report the same shot? (``routing.same_shot``)
 SameShot = Callable[[IncidentRecord, IncidentRecord], bool]
 
@@ -274,6 +291,18 @@ _SAME_SHOT_LOOKBACK_S = 600.0
 #: longitude at 45 degrees: more than any two 95 % radii worth an alert): ``same_shot`` decides.
 _SAME_SHOT_PREFILTER_S = 60.0
 _SAME_SHOT_PREFILTER_DEG = 0.05
+
+
+async def version_place(pool: asyncpg.Pool, incident_id: str, version: int) -> Any:
+    """The place words stored with one version (None: no layers then, or no such version)."""
+    return _load(
+        await pool.fetchval(
+            """SELECT place::text FROM dispatch_incident_versions
+               WHERE incident_id = $1 AND version = $2""",
+            incident_id,
+            version,
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -292,6 +321,7 @@ async def store_incident(
     offset: int | None = None,
     same_shot: SameShot | None = None,
     place: dict[str, Any] | None = None,
+    gate: Gate | None = None,
 ) -> StoreResult:
     """Store one incident version and its outbox rows in one transaction (idempotent).
 
@@ -387,6 +417,8 @@ async def store_incident(
                 elsewhere = await _told_of(conn, siblings) - set(notified)
                 subs = [s for s in active if s.subscription_id not in elsewhere]
         planned = plan(record, subs, notified)
+        if gate is not None:
+            planned = await gate(conn, record, subs, notified, planned)
         await _insert_outbox(conn, record, planned)
         if siblings and record.event == "cancelled":
             told_of_it = set(notified) | {p.subscription_id for p in planned}

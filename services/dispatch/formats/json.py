@@ -84,6 +84,7 @@ def alert_document(
             "detection_received_at": format_time(incident.first_detection_received_at),
             "published_at": format_time(incident.published_at),
             "exercise": incident.exercise,
+            **_review(incident),
         },
     }
     if audio:
@@ -91,6 +92,23 @@ def alert_document(
     if place is not None:
         doc["data"]["place"] = place.as_json()
     return doc
+
+
+def _review(incident: IncidentRecord) -> dict[str, Any]:
+    """The human review of this version, when it carries one (``review`` is absent on a
+    machine alert to a subscription that does not wait for review)."""
+    r = incident.review
+    if r is None:
+        return {}
+    return {
+        "review": {
+            "status": r.status,
+            "reviewed_by": r.reviewed_by,
+            "reason": r.reason,
+            "decided_at": format_time(r.decided_at),
+            "late": r.late,
+        }
+    }
 
 
 def render(

@@ -225,6 +225,40 @@ async def test_alerts_name_the_place_and_a_replay_after_a_reload_sends_the_same_
         assert bodies[2].headers["webhook-id"] == first.headers["webhook-id"]
 
 
+async def test_a_review_decision_sends_the_place_words_of_the_version_decided_on(
+    make_settings, services, receivers, publish, database_url, tmp_path
+) -> None:
+    await _load_city(database_url, tmp_path)
+    await _add_sensors(database_url)
+    service = await services(make_settings(review_deadline_s=60))
+    receiver = await receivers()
+    async with admin(service) as client:
+        response = await client.post(
+            "/v1/subscriptions",
+            json={"name": "cad", "channel": "webhook", "url": receiver.url, "review": "required",
+                  "geofence": square(-79.99, 40.44)},
+        )  # fmt: skip
+        assert response.status_code == 201, response.text
+        record = incident(*city.lat_lon(30, 5))
+        await publish(record)
+
+        async def queued() -> bool:
+            return bool((await client.get("/v1/reviews")).json())
+
+        await eventually(queued, what="the incident to wait for review")
+        response = await client.post(
+            f"/v1/reviews/{record.incident_id}",
+            json={"decision": "confirm", "reviewed_by": "ana", "reason": "heard it"},
+        )
+        assert response.status_code == 201, response.text
+        (alert,) = await receiver.wait_for(1)
+        data = orjson.loads(alert.body)["data"]
+        assert (data["version"], data["review"]["status"]) == (2, "confirmed")
+        assert data["place"]["text"] == "10 Main St, 21 m W · near Main St & 2nd Ave"
+        stored = (await client.get(f"/v1/incidents/{record.incident_id}")).json()
+        assert [v["place"] for v in stored["versions"]] == [data["place"]] * 2
+
+
 async def test_without_layers_alerts_are_as_before(
     make_settings, services, receivers, publish, database_url
 ) -> None:

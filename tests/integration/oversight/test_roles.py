@@ -6,6 +6,8 @@ that it lists every route the app has, so a new route cannot slip in unlisted.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 from fastapi.routing import APIRoute
 
@@ -17,8 +19,9 @@ from shared.db import create_pool
 from tests.integration.dispatch.helpers import ADMIN_TOKEN, square
 
 SUB = "/v1/subscriptions/sub_x"
-#: (method, path, body) -> the one role that the route serves (besides the bootstrap token)
-ROUTES: dict[tuple[str, str], str] = {
+SIL = "/v1/silences/sil_x"
+#: (method, path) -> the role(s) that the route serves (besides the bootstrap token)
+ROUTES: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("POST", "/v1/subscriptions"): "admin",
     ("GET", "/v1/subscriptions"): "admin",
     ("GET", SUB): "admin",
@@ -40,7 +43,22 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/audit"): "auditor",
     ("GET", "/v1/audit/verify"): "auditor",
     ("GET", "/v1/report?from=2026-11-01&to=2026-11-30"): "analyst",
+    # the review queue and decisions, and silences: reviewers (supervisors on the floor)
+    ("GET", "/v1/reviews"): "reviewer",
+    ("POST", "/v1/reviews/inc-x"): "reviewer",
+    ("POST", "/v1/silences"): "reviewer",
+    ("GET", "/v1/silences"): "reviewer",
+    ("GET", SIL): "reviewer",
+    ("PATCH", SIL): "reviewer",
+    ("POST", SIL + "/expire"): "reviewer",
+    # the console's data: everyone on the floor
+    ("GET", "/v1/console/feed"): ("dispatcher", "reviewer"),
+    ("GET", "/v1/console/map"): ("dispatcher", "reviewer"),
+    ("GET", "/v1/console/incidents/inc-x"): ("dispatcher", "reviewer"),
+    ("GET", "/v1/console/sensors"): ("dispatcher", "reviewer"),
 }
+#: Endless event streams: only the status line is read.
+STREAMS = {"/v1/console/feed"}
 ROLES = tokens.ROLES
 
 
@@ -49,11 +67,26 @@ def _template(path: str) -> str:
     return path.split("?")[0]
 
 
+def _served(roles: str | tuple[str, ...]) -> set[str]:
+    return {roles} if isinstance(roles, str) else set(roles)
+
+
+async def _call(
+    client: httpx.AsyncClient, method: str, path: str, body: object, headers: dict[str, str]
+) -> tuple[int, str]:
+    """Status and body of one call (of a stream, the status and nothing more)."""
+    async with client.stream(method, path, json=body, headers=headers) as response:
+        if path in STREAMS and response.status_code == 200:
+            return response.status_code, ""
+        return response.status_code, (await response.aread()).decode()
+
+
 def test_every_v1_route_is_in_the_table_and_carries_one_role_dependency():
     from services.dispatch.api import v1
+    from services.dispatch.console import api as console_api
 
     concrete = {(m, _template(p)) for m, p in ROUTES}
-    for route in v1.routes:
+    for route in [*v1.routes, *console_api.v1.routes]:
         assert isinstance(route, APIRoute)
         role_deps = [d for d in route.dependencies if d in ROLE_DEPENDENCIES]
         assert len(role_deps) == 1, f"{route.path} needs exactly one role-set dependency"
@@ -83,23 +116,24 @@ async def test_each_role_is_refused_every_route_it_does_not_serve(
     finally:
         await pool.close()
     async with httpx.AsyncClient(base_url=service.url) as client:
-        for (method, path), served in ROUTES.items():
+        for (method, path), roles in ROUTES.items():
             body = {} if method in {"POST", "PATCH"} else None
+            served = _served(roles)
             for role, token in issued.items():
-                response = await client.request(
-                    method, path, json=body, headers={"Authorization": f"Bearer {token}"}
+                status, text = await _call(
+                    client, method, path, body, {"Authorization": f"Bearer {token}"}
                 )
-                if role == served:
-                    assert response.status_code not in (401, 403), (role, method, path)
+                if role in served:
+                    assert status not in (401, 403), (role, method, path)
                 else:
-                    assert response.status_code == 403, (role, method, path, response.text)
-                    assert f"role {role!r} may not use this route" in response.json()["detail"]
-            bootstrap = await client.request(
-                method, path, json=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+                    assert status == 403, (role, method, path, text)
+                    assert f"role {role!r} may not use this route" in json.loads(text)["detail"]
+            bootstrap, _ = await _call(
+                client, method, path, body, {"Authorization": f"Bearer {ADMIN_TOKEN}"}
             )
-            assert bootstrap.status_code not in (401, 403), (method, path)
-            anonymous = await client.request(method, path, json=body)
-            assert anonymous.status_code == 401, (method, path)
+            assert bootstrap not in (401, 403), (method, path)
+            anonymous, _ = await _call(client, method, path, body, {})
+            assert anonymous == 401, (method, path)
 
 
 async def test_a_revoked_token_is_refused_at_once_and_admins_manage_tokens_over_http(
